@@ -1,0 +1,41 @@
+# seqbench — every command a user needs. `make help` lists them.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 5000
+STUDY ?= cells
+export SEQBENCH_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: help install run test ui bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	# torch first, exactly pinned: a CPU wheel here, never an accidental multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install seqbench with its test tools
+
+run: install  ## the default job: char-LM on the synthetic corpus, tracked in MLflow (~2 min)
+	$(BIN)/python -m seqbench $(ARGS)
+
+test: install  ## the whole test suite (offline, ~10 min on 2 cores)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ui: install  ## MLflow UI over the project's store on 127.0.0.1:$(PORT)
+	@echo "runs table: http://127.0.0.1:$(PORT)/#/experiments/1/runs"
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(PORT)
+
+bench: install  ## benchmarks -> benchmarks/results/*.md
+	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
+
+clean:  ## remove generated runs, stores and caches (keeps .venv)
+	rm -rf outputs multirun mlruns mlartifacts mlflow.db .cache lightning_logs

@@ -1,0 +1,2 @@
+"""Corpora as HF ``datasets.DatasetDict`` (splits ``train``/``validation``/``test``, column ``text``)
+and the datamodules that batch them for each task."""

@@ -1,0 +1,174 @@
+"""The one function: a resolved config -> a trained, evaluated, tracked run.
+
+    validate -> data -> tokenizer -> datamodule -> model -> [MLflow run: fit -> test -> generate]
+
+Everything that can fail on bad input (config values, missing/empty corpus, tokenizer) runs
+before the MLflow run is created, so a rejected config leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from seqbench.errors import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from seqbench.data.lm import LMDataModule
+from seqbench.tokenizers import train_or_load
+from seqbench.tracking import NullTracker, Tracker
+from seqbench.validate import validate
+
+log = logging.getLogger("seqbench")
+
+
+def quiet() -> None:
+    """Quiet logs: progress bar + final summary only."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for msg in (".*does not have many workers.*", ".*smaller than the logging interval.*",
+                ".*LightningDataModule.*", ".*`isinstance.*treespec.*", ".*Checkpoint directory.*exists.*",
+                # eval metrics are computed from sums already reduced over ranks (SumMetric)
+                ".*It is recommended to use `self.log\\('(val|test)/.*sync_dist=True.*",
+                ".*It is recommended to use `self.log\\('train/tokens_per_s.*"):
+        warnings.filterwarnings("ignore", message=msg)
+
+
+class ProgressBar(RichProgressBar):
+    """Rich progress bar without the logger's version number."""
+
+    def get_metrics(self, trainer, pl_module):
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+
+def scalars(metrics) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """Hydra's run directory when launched by Hydra, else a fresh folder under paths.output_dir."""
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    path = Path(cfg.paths.output_dir) / "runs" / uuid.uuid4().hex[:12]
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def make_tracker(cfg: DictConfig):
+    """MLflow on global rank 0 only: exactly one run per invocation, also under DDP."""
+    if cfg.logger.name == "none" or rank_zero_only.rank != 0:
+        return NullTracker()
+    return Tracker(**OmegaConf.to_container(cfg.logger, resolve=True))
+
+
+def build(cfg: DictConfig):
+    """Data, tokenizer, datamodule and LightningModule for a validated config."""
+    corpus = instantiate(cfg.data)()
+    spec = instantiate(cfg.tokenizer)
+    task = cfg.task
+    separator = LMDataModule.separator
+    # the LM reads the split as one stream of texts joined by the separator: train on exactly that
+    train_texts = [t + separator for t in corpus["train"]["text"]]
+    tokenizer = train_or_load(spec, train_texts, cfg.paths.cache_dir)
+    datamodule = LMDataModule(corpus, tokenizer, task.batch_size, task.eval_batch_size, task.bptt)
+    module = instantiate(task, vocab_size=tokenizer.vocab_size, model=OmegaConf.to_container(cfg.model),
+                         embedding=OmegaConf.to_container(cfg.embedding), _recursive_=False,
+                         _convert_="all")
+    return corpus, tokenizer, datamodule, module
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train, evaluate and track one run; return its final metrics (and ``run_id``)."""
+    quiet()
+    validate(cfg)
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    corpus, tokenizer, datamodule, module = build(cfg)
+    out = output_dir(cfg)
+    tracker = make_tracker(cfg)
+
+    with tracker.active(cfg):
+        checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val/loss", mode="min",
+                                     save_last=True, filename="best", auto_insert_metric_name=False)
+        callbacks = [checkpoint]
+        if cfg.trainer.get("enable_progress_bar", True):
+            callbacks.append(ProgressBar(leave=False))
+        trainer: pl.Trainer = instantiate(cfg.trainer, logger=tracker.lightning_logger(),
+                                          callbacks=callbacks, default_root_dir=str(out))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        metrics = scalars(trainer.callback_metrics)  # last epoch's train/val metrics
+        best = checkpoint.best_model_path or None
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
+        metrics.update(scalars(trainer.callback_metrics))
+        if checkpoint.best_model_score is not None:
+            metrics["val/best_loss"] = float(checkpoint.best_model_score)
+        metrics["num_parameters"] = module.num_parameters()
+        if trainer.is_global_zero:
+            samples = generate_samples(cfg, module, tokenizer)
+            metrics.update(samples["metrics"])
+            tracker.log_metrics({k: v for k, v in metrics.items()
+                                 if k.startswith(("sample/", "val/best")) or k == "num_parameters"})
+            tracker.log_text(samples["text"], "samples.txt")
+            tokenizer_path = out / "tokenizer.json"
+            tokenizer.save(tokenizer_path)
+            tracker.log_artifact(tokenizer_path)
+            if tracker.log_checkpoint and best:
+                tracker.log_artifact(best, "checkpoints")
+    metrics["run_id"] = tracker.run_id
+    if trainer.is_global_zero:
+        print_summary(cfg, metrics, tracker, out)
+    return metrics
+
+
+def generate_samples(cfg: DictConfig, module, tokenizer) -> dict:
+    """Generate ``task.generate.num_samples`` continuations of the prompt with ``cfg.decoding``."""
+    from seqbench.data.synthetic import grammatical_rate
+
+    gen_cfg = cfg.task.generate
+    strategy = instantiate(cfg.decoding)
+    generator = torch.Generator(device="cpu").manual_seed(int(cfg.seed))
+    prompt_ids = tokenizer.encode(gen_cfg.prompt)
+    prompt = torch.tensor([prompt_ids] * int(gen_cfg.num_samples), device=module.device)
+    module.eval()
+    new = strategy.generate(module, prompt, int(gen_cfg.max_new_tokens), generator=generator)
+    texts = [gen_cfg.prompt + tokenizer.decode(row.tolist()) for row in new]
+    metrics = {"sample/mean_chars": sum(map(len, texts)) / len(texts)}
+    if cfg.data.name == "synthetic":
+        rate, n = grammatical_rate("\n".join(texts))
+        metrics.update({"sample/grammatical_rate": rate, "sample/sentences": n})
+    header = f"# decoding={strategy.name} prompt={gen_cfg.prompt!r} seed={cfg.seed}\n"
+    return {"text": header + "\n---\n".join(texts) + "\n", "metrics": metrics, "texts": texts}
+
+
+def print_summary(cfg: DictConfig, metrics: dict, tracker, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"seqbench run {cfg.task.name}/{cfg.data.name}/{cfg.tokenizer.name}/"
+                        f"{cfg.model.name}/s{cfg.seed}", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("train/loss_epoch", "val/loss", "val/bits_per_char", "test/loss", "test/perplexity",
+                "test/bits_per_char", "test/bits_per_byte", "train/tokens_per_s", "num_parameters",
+                "sample/grammatical_rate"):
+        if key in metrics:
+            v = metrics[key]
+            table.add_row(key, f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4f}")
+    console = Console()
+    console.print(table)
+    console.print(f"outputs: {out}")
+    if tracker.run_id:
+        console.print(f"MLflow run id: {tracker.run_id}")
+        console.print(f"open the UI:   {tracker.ui_command()}   (or: make ui)")
+        console.print(f"then browse:   {tracker.runs_url()}")

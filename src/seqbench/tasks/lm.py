@@ -1,0 +1,121 @@
+"""Autoregressive language model: embedding -> recurrent stack -> linear head over the vocabulary.
+
+Training is truncated backpropagation through time over ordered windows of a contiguous stream;
+the hidden state is carried across windows (detached), reset at each epoch. Evaluation sums the
+negative log-likelihood over every target token, so
+
+    loss = NLL / tokens,  perplexity = exp(loss),
+    bits/char = NLL / (ln 2 * characters),  bits/byte = NLL / (ln 2 * UTF-8 bytes)
+
+with exact character/byte counts of the evaluated text (see ``TrainedTokenizer.encode_stream``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import SumMetric
+
+from seqbench.cells import detach_state
+from seqbench.errors import ConfigError
+from seqbench.tasks.base import RecurrentTask
+
+EVAL_STAGES = ("val", "test")
+SUMS = ("nll", "tokens", "chars", "bytes")
+
+
+class LanguageModel(RecurrentTask):
+    def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: str = "adam",
+                 lr: float = 3e-3, weight_decay: float = 0.0, momentum: float = 0.0,
+                 head_dropout: float = 0.0, **task_options):
+        super().__init__(vocab_size, model, embedding, optimizer, lr, weight_decay, momentum)
+        self.save_hyperparameters(logger=False)
+        if self.stack.bidirectional:
+            raise ConfigError(f"model={model.get('name', model.get('cell'))} is bidirectional and cannot "
+                              f"generate left to right: task=lm needs bidirectional=false "
+                              f"(use task=classify for bidirectional models)")
+        self.head_drop = nn.Dropout(head_dropout)
+        self.head = nn.Linear(self.stack.output_size, vocab_size)
+        self.sums = nn.ModuleDict({f"{stage}_{k}": SumMetric() for stage in EVAL_STAGES for k in SUMS})
+        self._carry = {}
+        self._tokens_seen, self._epoch_start = 0, 0.0
+
+    # -- model -------------------------------------------------------------------------------
+    def forward(self, tokens: Tensor, state=None):
+        """tokens (B, T) -> logits (B, T, V), final state."""
+        out, state = self.stack(self.embedding(tokens), state)
+        return self.head(self.head_drop(out)), state
+
+    def step(self, tokens: Tensor, state=None):
+        """Incremental decoding interface: same as forward, in eval mode by the caller."""
+        return self(tokens, state)
+
+    def _window(self, batch, stage: str) -> Tensor:
+        """Per-token NLL (B, T) of one window, carrying the state of the previous window."""
+        logits, state = self(batch["x"], self._carry.get(stage))
+        self._carry[stage] = detach_state(state)
+        return F.cross_entropy(logits.flatten(0, 1), batch["y"].flatten(), reduction="none")
+
+    # -- training ----------------------------------------------------------------------------
+    def on_train_epoch_start(self):
+        self._carry.pop("train", None)
+        self._tokens_seen, self._epoch_start = 0, time.perf_counter()
+
+    def training_step(self, batch, batch_idx):
+        loss = self._window(batch, "train").mean()
+        self._tokens_seen += batch["y"].numel()
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
+        return loss
+
+    def on_train_epoch_end(self):
+        elapsed = time.perf_counter() - self._epoch_start
+        if elapsed > 0:
+            self.log("train/tokens_per_s", self._tokens_seen * self.trainer.world_size / elapsed,
+                     rank_zero_only=True)
+
+    # -- evaluation --------------------------------------------------------------------------
+    def _eval_start(self, stage):
+        self._carry.pop(stage, None)
+
+    def _eval_step(self, batch, stage):
+        nll = self._window(batch, stage)
+        sums = {"nll": nll.sum(), "tokens": nll.numel(), "chars": batch["chars"].sum(),
+                "bytes": batch["bytes"].sum()}
+        for k, v in sums.items():
+            self.sums[f"{stage}_{k}"].update(torch.as_tensor(v, dtype=torch.float64))
+
+    def _eval_end(self, stage):
+        totals = {k: self.sums[f"{stage}_{k}"].compute().item() for k in SUMS}  # synced over ranks
+        for k in SUMS:
+            self.sums[f"{stage}_{k}"].reset()
+        if totals["tokens"] == 0:
+            return
+        loss = totals["nll"] / totals["tokens"]
+        metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)),
+                   "bits_per_char": totals["nll"] / (math.log(2) * max(totals["chars"], 1)),
+                   "bits_per_byte": totals["nll"] / (math.log(2) * max(totals["bytes"], 1)),
+                   "tokens": totals["tokens"]}
+        for k, v in metrics.items():
+            self.log(f"{stage}/{k}", v, prog_bar=k == "loss", sync_dist=False)
+
+    def on_validation_epoch_start(self):
+        self._eval_start("val")
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self):
+        self._eval_end("val")
+
+    def on_test_epoch_start(self):
+        self._eval_start("test")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self):
+        self._eval_end("test")

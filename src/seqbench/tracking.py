@@ -1,0 +1,196 @@
+"""MLflow tracking: one run per invocation, owned by rank 0.
+
+A run gets the flattened resolved config as params, tags (task, data, tokenizer, model, seed,
+config hash, git sha), per-step metrics through Lightning's ``MLFlowLogger`` attached to the same
+run id, and artifacts (resolved config, tokenizer, samples, checkpoint). Its status ends FINISHED,
+or FAILED with the reason in the ``failure_reason`` tag; nothing is lost on an exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from omegaconf import DictConfig, OmegaConf
+
+#: top-level config keys that do not change a run's results (where it writes, how it is tracked)
+OUTPUT_ONLY_KEYS = ("paths", "logger", "hydra", "ckpt_path", "num_threads")
+#: trainer keys that do not change results
+OUTPUT_ONLY_TRAINER_KEYS = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps",
+                            "default_root_dir")
+TAG_GROUPS = ("task", "data", "tokenizer", "embedding", "model", "decoding")
+
+
+def resolved(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def identity(cfg: DictConfig) -> dict:
+    """The output-independent part of the resolved config: what defines the experiment."""
+    d = {k: v for k, v in resolved(cfg).items() if k not in OUTPUT_ONLY_KEYS}
+    if isinstance(d.get("trainer"), dict):
+        d["trainer"] = {k: v for k, v in d["trainer"].items() if k not in OUTPUT_ONLY_TRAINER_KEYS}
+    return d
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Stable 16-hex-digit hash of :func:`identity`: equal configs, equal hash, wherever they run."""
+    blob = json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists are kept as their string form."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}{k}." if isinstance(v, dict) else f"{prefix}{k}"))
+    return {k.rstrip("."): v for k, v in out.items()}
+
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def git_sha(root: str | Path = PACKAGE_ROOT) -> str:
+    """The code's version: HEAD's sha of the checkout seqbench runs from, '+dirty' if it has
+    uncommitted changes; 'unknown' outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_name(cfg: DictConfig) -> str:
+    """``lm/synthetic/char/lstm/s0``."""
+    return "/".join([cfg.task.name, cfg.data.name, cfg.tokenizer.name, cfg.model.name, f"s{cfg.seed}"])
+
+
+def run_tags(cfg: DictConfig) -> dict[str, str]:
+    tags = {group: str(cfg[group].name) for group in TAG_GROUPS if group in cfg}
+    tags.update(seed=str(cfg.seed), config_hash=config_hash(cfg), git_sha=git_sha(),
+                cell=str(cfg.model.cell))
+    return tags
+
+
+def quiet_mlflow() -> None:
+    for name in ("mlflow", "alembic", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class Tracker:
+    """Owns one MLflow run. Construct on rank 0 only; other ranks use :class:`NullTracker`."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None = None,
+                 log_checkpoint: bool = True, **_):
+        import mlflow
+        from mlflow import MlflowClient
+
+        quiet_mlflow()
+
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+        self.log_checkpoint = log_checkpoint
+        mlflow.set_tracking_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri)
+        self.experiment_id = self._experiment_id(experiment, artifact_location)
+        self.run_id: str | None = None
+
+    def _experiment_id(self, name: str, artifact_location: str | None) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            location = Path(artifact_location).resolve().as_uri() if artifact_location else None
+            return self.client.create_experiment(name, artifact_location=location)
+        except Exception:  # another process created it first
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def start(self, cfg: DictConfig) -> str:
+        """Create the run with its tags and params (the flattened resolved config)."""
+        from mlflow.entities import Param
+
+        run = self.client.create_run(self.experiment_id, run_name=run_name(cfg), tags=run_tags(cfg))
+        self.run_id = run.info.run_id
+        params = [Param(k, str(v)[:6000]) for k, v in sorted(flatten(resolved(cfg)).items())]
+        for i in range(0, len(params), 100):
+            self.client.log_batch(self.run_id, params=params[i:i + 100])
+        self.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        return self.run_id
+
+    def lightning_logger(self):
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        return MLFlowLogger(experiment_name=self.experiment, tracking_uri=self.tracking_uri,
+                            run_id=self.run_id, log_model=False)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), folder)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v)[:5000])
+
+    def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
+        if reason:
+            self.client.set_tag(self.run_id, "failure_reason", reason[:5000])
+        self.client.set_terminated(self.run_id, status)
+
+    @contextmanager
+    def active(self, cfg: DictConfig) -> Iterator["Tracker"]:
+        """Start the run; end it FINISHED, or FAILED with the exception as reason (re-raised)."""
+        self.start(cfg)
+        try:
+            yield self
+        except BaseException as e:
+            reason = f"{type(e).__name__}: {e}".strip()
+            self.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED", reason)
+            raise
+        self.finish("FINISHED")
+
+    def ui_command(self) -> str:
+        return f"mlflow ui --backend-store-uri {self.tracking_uri} --host 127.0.0.1 --port 5000"
+
+    def runs_url(self, port: int = 5000) -> str:
+        return f"http://127.0.0.1:{port}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+
+
+class NullTracker:
+    """Same interface, records nothing: ``logger=none`` and DDP ranks other than 0."""
+
+    run_id = None
+    log_checkpoint = False
+
+    def lightning_logger(self):
+        return False
+
+    def log_metrics(self, *a, **k): ...
+    def log_text(self, *a, **k): ...
+    def log_artifact(self, *a, **k): ...
+    def set_tags(self, *a, **k): ...
+
+    @contextmanager
+    def active(self, cfg):
+        yield self
