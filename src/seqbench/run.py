@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from seqbench.data.lm import LMDataModule
+from seqbench.generation import generate_samples
 from seqbench.tokenizers import train_or_load
 from seqbench.tracking import NullTracker, Tracker
 from seqbench.validate import validate
@@ -129,26 +130,6 @@ def run(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         print_summary(cfg, metrics, tracker, out)
     return metrics
-
-
-def generate_samples(cfg: DictConfig, module, tokenizer) -> dict:
-    """Generate ``task.generate.num_samples`` continuations of the prompt with ``cfg.decoding``."""
-    from seqbench.data.synthetic import grammatical_rate
-
-    gen_cfg = cfg.task.generate
-    strategy = instantiate(cfg.decoding)
-    generator = torch.Generator(device="cpu").manual_seed(int(cfg.seed))
-    prompt_ids = tokenizer.encode(gen_cfg.prompt)
-    prompt = torch.tensor([prompt_ids] * int(gen_cfg.num_samples), device=module.device)
-    module.eval()
-    new = strategy.generate(module, prompt, int(gen_cfg.max_new_tokens), generator=generator)
-    texts = [gen_cfg.prompt + tokenizer.decode(row.tolist()) for row in new]
-    metrics = {"sample/mean_chars": sum(map(len, texts)) / len(texts)}
-    if cfg.data.name == "synthetic":
-        rate, n = grammatical_rate("\n".join(texts))
-        metrics.update({"sample/grammatical_rate": rate, "sample/sentences": n})
-    header = f"# decoding={strategy.name} prompt={gen_cfg.prompt!r} seed={cfg.seed}\n"
-    return {"text": header + "\n---\n".join(texts) + "\n", "metrics": metrics, "texts": texts}
 
 
 def print_summary(cfg: DictConfig, metrics: dict, tracker, out: Path) -> None:
