@@ -7,7 +7,7 @@ PORT ?= 5000
 STUDY ?= cells
 export SEQBENCH_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help install run test ui bench clean
+.PHONY: help install run test ui bench sweep report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,8 +34,14 @@ ui: install  ## MLflow UI over the project's store on 127.0.0.1:$(PORT)
 	@echo "runs table: http://127.0.0.1:$(PORT)/#/experiments/1/runs"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(PORT)
 
+sweep: install  ## run a study: make sweep STUDY=cells (pipelines/<study>.yaml; LAUNCHER=local|slurm|basic)
+	$(BIN)/python -m seqbench.sweep $(STUDY) --launcher $(or $(LAUNCHER),local) $(ARGS)
+
+report: install  ## comparison report of a study from MLflow -> reports/<study>/report.{md,html}
+	$(BIN)/python -m seqbench.report $(STUDY) $(ARGS)
+
 bench: install  ## benchmarks -> benchmarks/results/*.md
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
 
 clean:  ## remove generated runs, stores and caches (keeps .venv)
-	rm -rf outputs multirun mlruns mlartifacts mlflow.db .cache lightning_logs
+	rm -rf outputs multirun mlruns mlartifacts mlflow.db .cache lightning_logs reports

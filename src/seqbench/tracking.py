@@ -19,7 +19,7 @@ from typing import Any, Iterator
 from omegaconf import DictConfig, OmegaConf
 
 #: top-level config keys that do not change a run's results (where it writes, how it is tracked)
-OUTPUT_ONLY_KEYS = ("paths", "logger", "hydra", "ckpt_path", "num_threads")
+OUTPUT_ONLY_KEYS = ("paths", "logger", "hydra", "ckpt_path", "num_threads", "study", "skip_finished")
 #: trainer keys that do not change results
 OUTPUT_ONLY_TRAINER_KEYS = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps",
                             "default_root_dir")
@@ -79,6 +79,8 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     tags = {group: str(cfg[group].name) for group in TAG_GROUPS if group in cfg}
     tags.update(seed=str(cfg.seed), config_hash=config_hash(cfg), git_sha=git_sha(),
                 cell=str(cfg.model.cell))
+    if cfg.get("study"):
+        tags["study"] = str(cfg.study)
     return tags
 
 
@@ -128,6 +130,16 @@ class Tracker:
             self.client.log_batch(self.run_id, params=params[i:i + 100])
         self.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         return self.run_id
+
+    def find_finished(self, cfg: DictConfig) -> dict | None:
+        """The newest FINISHED run with this config's hash: its metrics and ``run_id``, else None."""
+        h = config_hash(cfg)
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.config_hash = '{h}' "
+                                       "and attributes.status = 'FINISHED'",
+                                       order_by=["attributes.start_time DESC"], max_results=1)
+        if not runs:
+            return None
+        return {**runs[0].data.metrics, "run_id": runs[0].info.run_id, "config_hash": h, "skipped": True}
 
     def lightning_logger(self):
         from lightning.pytorch.loggers import MLFlowLogger
@@ -185,6 +197,9 @@ class NullTracker:
 
     def lightning_logger(self):
         return False
+
+    def find_finished(self, cfg):
+        return None
 
     def log_metrics(self, *a, **k): ...
     def log_text(self, *a, **k): ...

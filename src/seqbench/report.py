@@ -1,0 +1,345 @@
+"""``python -m seqbench.report <study>``: MLflow runs -> comparison tables, plots, md + html.
+
+The study file (``pipelines/<study>.yaml``) says which configurations were asked for; each is
+composed with Hydra and looked up in MLflow by its config hash, so a missing or failed run is
+listed, never silently dropped. Tables: one per (task, data); rows = the configurations that vary
+(cell, tokenizer, decoding, ...); columns = metric mean ± sd over seeds (n), parameters,
+tokens/s and wall time; the best row is marked and every other row gets a Welch t-test against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import itertools
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from seqbench.errors import ConfigError
+from seqbench.sweep import load_study
+from seqbench.tracking import Tracker, config_hash, run_name
+
+#: primary metric per task and whether lower is better
+PRIMARY = {"lm": ("test/bits_per_char", "min"), "classify": ("test/accuracy", "max"),
+           "regression": ("test/mse", "min")}
+SECONDARY = {"lm": ["test/perplexity", "val/best_loss", "sample/grammatical_rate"],
+             "classify": ["test/f1_macro", "val/accuracy"]}
+COST = ["num_parameters", "train/tokens_per_s", "wall_time_s"]
+ROW_AXES = ("model", "tokenizer", "embedding", "decoding")
+
+
+@dataclass
+class Expected:
+    """One configuration the study asked for."""
+
+    overrides: list[str]
+    cfg: DictConfig
+    hash: str = field(init=False)
+
+    def __post_init__(self):
+        self.hash = config_hash(self.cfg)
+
+
+def expand(overrides: list[str]) -> list[list[str]]:
+    """Cartesian product of Hydra sweep overrides: ['a=1,2', 'b=x'] -> [['a=1','b=x'], ['a=2','b=x']]."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    choices = []
+    for o in parsed:
+        key = o.get_key_element()
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        choices.append([f"{key}={v}" for v in values])
+    return [list(combo) for combo in itertools.product(*choices)]
+
+
+def expected_runs(study: dict, root: str, extra: list[str] = ()) -> list[Expected]:
+    from hydra import compose, initialize_config_dir
+
+    from seqbench.validate import CONF_DIR
+
+    seeds = ",".join(str(s) for s in study.get("seeds", [0]))
+    out = []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for grid in study["grids"]:
+            sweep = [*grid["overrides"], f"seed={seeds}", *study.get("common", []), *extra]
+            for point in expand(sweep):
+                cfg = compose("config", overrides=[f"paths.root={root}", *point, f"study={study['name']}"])
+                out.append(Expected(point, cfg))
+    return out
+
+
+def fetch_runs(tracker: Tracker, hashes: list[str], study: str) -> pd.DataFrame:
+    """Runs tagged with the study, or carrying any expected config hash (``mlflow.search_runs``;
+    MLflow's filter language has no IN for tags, so the hash match is done here)."""
+    import mlflow
+
+    df = mlflow.search_runs([tracker.experiment_id], filter_string="tags.task != 'report'")
+    if not len(df):
+        return pd.DataFrame(columns=["run_id", "status", "tags.config_hash", "tags.study"])
+    for col in ("tags.study", "tags.config_hash"):
+        if col not in df:
+            df[col] = None
+    return df[(df["tags.study"] == study) | df["tags.config_hash"].isin(set(hashes))]
+
+
+def fmt(x: float) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    a = abs(x)
+    return f"{x:,.0f}" if a >= 1000 else f"{x:.4f}" if a < 10 else f"{x:.2f}"
+
+
+def mean_sd(values: np.ndarray) -> str:
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return "–"
+    sd = values.std(ddof=1) if len(values) > 1 else float("nan")
+    return f"{fmt(values.mean())} ± {fmt(sd)} (n={len(values)})"
+
+
+def welch_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided Welch t-test p-value; nan when either side has < 2 runs or no variance."""
+    from scipy import stats
+
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if len(a) < 2 or len(b) < 2 or (a.std() == 0 and b.std() == 0):
+        return float("nan")
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def row_label(cfg: DictConfig, axes: list[str]) -> str:
+    return " / ".join(f"{cfg[a].name}" for a in axes) if axes else cfg.model.name
+
+
+def protocol(cfg: DictConfig, seeds: list) -> str:
+    """What a reader needs to judge the numbers of one table."""
+    t = cfg.task
+    parts = [f"task **{t.name}**, data **{cfg.data.name}**"]
+    if "num_train" in cfg.data:
+        parts.append(f"{cfg.data.num_train}/{cfg.data.get('num_val')}/{cfg.data.get('num_test')} "
+                     "generated train/val/test sentences")
+    elif "val_fraction" in cfg.data:
+        parts.append(f"contiguous split, last {cfg.data.val_fraction + cfg.data.test_fraction:.0%} held out")
+    parts.append(f"budget {cfg.trainer.max_epochs} epoch(s)"
+                 + (f", ≤{cfg.trainer.limit_train_batches} batches/epoch" if cfg.trainer.get("limit_train_batches") else ""))
+    parts.append(f"batch {t.get('batch_size')}" + (f", bptt {t.bptt}" if "bptt" in t else ""))
+    parts.append(f"hidden {cfg.model.hidden_size}, {cfg.model.num_layers} layer(s), embedding "
+                 f"{cfg.embedding.name} {cfg.embedding.get('dim', '')}")
+    parts.append(f"optimizer {t.get('optimizer')} lr {t.get('lr')}, clip {cfg.trainer.gradient_clip_val} "
+                 f"({cfg.trainer.gradient_clip_algorithm})")
+    parts.append(f"seeds {seeds}; metrics on the held-out test split with the best-validation checkpoint")
+    return "; ".join(parts) + "."
+
+
+def build_tables(expected: list[Expected], runs: pd.DataFrame, seeds: list) -> list[dict]:
+    """One table per (task, data) over the FINISHED runs matching the expected hashes."""
+    finished = runs[runs["status"] == "FINISHED"] if len(runs) else runs
+    by_hash = {h: g for h, g in finished.groupby("tags.config_hash")} if len(finished) else {}
+    groups: dict[tuple, list[Expected]] = {}
+    for e in expected:
+        groups.setdefault((e.cfg.task.name, e.cfg.data.name), []).append(e)
+    tables = []
+    for (task, data), items in groups.items():
+        axes = [a for a in ROW_AXES if len({str(e.cfg[a].name) for e in items}) > 1] or ["model"]
+        primary, direction = PRIMARY.get(task, ("test/loss", "min"))
+        metrics = [primary, *[m for m in SECONDARY.get(task, []) ]]
+        rows: dict[str, dict] = {}
+        for e in items:
+            label = row_label(e.cfg, axes)
+            row = rows.setdefault(label, {"runs": [], "expected": 0})
+            row["expected"] += 1
+            if e.hash in by_hash:
+                row["runs"].append(by_hash[e.hash].iloc[0])
+        values = {label: {m: np.array([float(r.get(f"metrics.{m}", np.nan)) for r in row["runs"]])
+                          for m in metrics + COST} for label, row in rows.items()}
+        means = {label: np.nanmean(v[primary]) if np.any(~np.isnan(v[primary])) else np.nan
+                 for label, v in values.items()}
+        scored = {k: m for k, m in means.items() if not np.isnan(m)}
+        best = (min if direction == "min" else max)(scored, key=scored.get) if scored else None
+        metrics = [m for m in metrics if any(np.any(~np.isnan(v[m])) for v in values.values())] or [primary]
+        header = [" / ".join(axes), *[f"{m} ({'↓' if m == primary and direction == 'min' else '↑' if m == primary else ''})".replace(" ()", "") for m in metrics],
+                  f"p vs best ({primary})", "params", "tokens/s", "wall s", "runs"]
+        body = []
+        for label, row in rows.items():
+            v = values[label]
+            p = welch_p(v[primary], values[best][primary]) if best and label != best else float("nan")
+            body.append([("★ " if label == best else "") + label, *[mean_sd(v[m]) for m in metrics],
+                         "best" if label == best else fmt(p), fmt(np.nanmean(v["num_parameters"]) if len(row["runs"]) else np.nan),
+                         fmt(np.nanmean(v["train/tokens_per_s"]) if len(row["runs"]) else np.nan),
+                         fmt(np.nanmean(v["wall_time_s"]) if len(row["runs"]) else np.nan),
+                         f"{len(row['runs'])}/{row['expected']}"])
+        tables.append({"task": task, "data": data, "header": header, "rows": body,
+                       "protocol": protocol(items[0].cfg, seeds), "axes": axes, "items": items})
+    return tables
+
+
+def problems(expected: list[Expected], runs: pd.DataFrame) -> list[list[str]]:
+    """Expected configurations without a FINISHED run: failed (with reason), running, or missing."""
+    out = []
+    for e in expected:
+        mine = runs[runs["tags.config_hash"] == e.hash] if len(runs) else runs
+        if len(mine) and (mine["status"] == "FINISHED").any():
+            continue
+        if len(mine):
+            r = mine.iloc[0]
+            reason = r.get("tags.failure_reason") if isinstance(r.get("tags.failure_reason"), str) else ""
+            out.append([run_name(e.cfg), r["status"], r["run_id"], reason])
+        else:
+            out.append([run_name(e.cfg), "MISSING", "–", "no run with config_hash " + e.hash])
+    return out
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    esc = lambda s: str(s).replace("|", "\\|")
+    lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def html_table(header: list[str], rows: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+
+def plot_curves(tracker: Tracker, table: dict, runs: pd.DataFrame, path: Path, metric: str) -> bool:
+    """Validation curve per row (mean over seeds, by epoch)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finished = runs[runs["status"] == "FINISHED"] if len(runs) else runs
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    drawn = False
+    for label in dict.fromkeys(row_label(e.cfg, table["axes"]) for e in table["items"]):
+        curves = []
+        for e in table["items"]:
+            if row_label(e.cfg, table["axes"]) != label:
+                continue
+            match = finished[finished["tags.config_hash"] == e.hash]
+            if len(match):
+                hist = tracker.client.get_metric_history(match.iloc[0]["run_id"], metric)
+                curves.append([m.value for m in sorted(hist, key=lambda m: m.step)])
+        curves = [c for c in curves if c]
+        if curves:
+            n = min(map(len, curves))
+            ax.plot(range(1, n + 1), np.mean([c[:n] for c in curves], axis=0), marker="o", label=label)
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_xlabel("validation check (epoch)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{table['task']} / {table['data']}: {metric} (mean over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+CURVE_METRIC = {"lm": "val/bits_per_char", "classify": "val/accuracy"}
+
+
+def write_report(study: dict, expected: list[Expected], runs: pd.DataFrame, tracker: Tracker,
+                 out_dir: Path) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seeds = study.get("seeds", [0])
+    tables = build_tables(expected, runs, seeds)
+    issues = problems(expected, runs)
+    md = [f"# seqbench report: {study['name']}", "", study.get("description", ""), "",
+          f"{len(expected)} configurations expected; "
+          f"{len(expected) - len(issues)} finished; {len(issues)} failed or missing.", ""]
+    body_html = [f"<h1>seqbench report: {html.escape(study['name'])}</h1>",
+                 f"<p>{html.escape(study.get('description', ''))}</p>", f"<p>{html.escape(md[4])}</p>"]
+    images = []
+    for i, t in enumerate(tables):
+        title = f"{t['task']} / {t['data']}"
+        md += [f"## {title}", "", f"Protocol: {t['protocol']}", "", md_table(t["header"], t["rows"]), "",
+               "★ best mean; p: two-sided Welch t-test against the best row (– when n < 2).", ""]
+        body_html += [f"<h2>{html.escape(title)}</h2>", f"<p><b>Protocol:</b> {html.escape(t['protocol'])}</p>",
+                      html_table(t["header"], t["rows"])]
+        metric = CURVE_METRIC.get(t["task"], "val/loss")
+        png = out_dir / f"curves_{i}_{t['task']}_{t['data']}.png"
+        if plot_curves(tracker, t, runs, png, metric):
+            images.append(png)
+            md += [f"![{metric} curves]({png.name})", ""]
+            data = base64.b64encode(png.read_bytes()).decode()
+            body_html.append(f'<img alt="{html.escape(metric)} curves" src="data:image/png;base64,{data}">')
+    md += ["## Failed or missing runs", ""]
+    body_html.append("<h2>Failed or missing runs</h2>")
+    if issues:
+        header = ["run", "status", "run id", "reason"]
+        md.append(md_table(header, issues))
+        body_html.append(html_table(header, issues))
+    else:
+        md.append("None: every expected configuration has a FINISHED run.")
+        body_html.append("<p>None: every expected configuration has a FINISHED run.</p>")
+    (out_dir / "report.md").write_text("\n".join(md) + "\n")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}th{background:#eee}")
+    (out_dir / "report.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>"
+                                         f"seqbench report {html.escape(study['name'])}</title><style>{style}"
+                                         f"</style></head><body>{''.join(body_html)}</body></html>\n")
+    return {"tables": tables, "problems": issues, "images": images, "dir": out_dir}
+
+
+def log_report(tracker: Tracker, study: dict, result: dict) -> str:
+    """Log the report as artifacts of a run tagged task=report."""
+    run = tracker.client.create_run(tracker.experiment_id, run_name=f"report/{study['name']}",
+                                    tags={"task": "report", "study": study["name"]})
+    for name in ["report.md", "report.html", *(p.name for p in result["images"])]:
+        tracker.client.log_artifact(run.info.run_id, str(result["dir"] / name))
+    tracker.client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def tracker_for(root: str, overrides: list[str]) -> Tracker:
+    from hydra import compose, initialize_config_dir
+
+    from seqbench.validate import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"paths.root={root}", *overrides])
+    if cfg.logger.name != "mlflow":
+        raise ConfigError("a report reads MLflow: logger=none has nothing to report")
+    return Tracker(**OmegaConf.to_container(cfg.logger, resolve=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seqbench.report", description=__doc__.split("\n")[0])
+    parser.add_argument("study")
+    parser.add_argument("--out", default=None, help="output folder (default reports/<study>)")
+    parser.add_argument("overrides", nargs="*", help="the sweep's extra overrides, and logger.* settings")
+    args = parser.parse_args(argv)
+    root = os.environ.get("SEQBENCH_ROOT", os.getcwd())
+    try:
+        study = load_study(args.study)
+        tracking = [o for o in args.overrides if o.startswith(("logger", "paths"))]
+        grid_extra = [o for o in args.overrides if o not in tracking]
+        tracker = tracker_for(root, tracking)
+        expected = expected_runs(study, root, grid_extra)
+    except ConfigError as e:
+        print(f"seqbench.report: error: {e}", file=sys.stderr)
+        return 2
+    runs = fetch_runs(tracker, [e.hash for e in expected], study["name"])
+    out = Path(args.out) if args.out else Path(root) / "reports" / study["name"]
+    result = write_report(study, expected, runs, tracker, out)
+    run_id = log_report(tracker, study, result)
+    print((out / "report.md").read_text())
+    print(f"report: {out / 'report.md'}  {out / 'report.html'}  (MLflow run {run_id})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""``python -m seqbench.sweep <study>``: run a study from ``pipelines/<study>.yaml``.
+
+A study is a list of grids (Hydra multirun sweeps) with shared overrides and seeds. Each grid runs
+as ``python -m seqbench -m <grid> seed=<seeds> <common> study=<name> skip_finished=true`` with a
+Hydra launcher (``local``: joblib processes; ``slurm``: submitit; ``basic``: one after another).
+Resumable: a job whose config hash already has a FINISHED run is skipped, so re-running a killed
+sweep finishes only what is missing. A failing job is recorded FAILED and the others go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from seqbench.errors import ConfigError, choice_error
+
+PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
+LAUNCHERS = ("local", "slurm", "basic")
+
+
+def studies() -> list[str]:
+    return sorted(p.stem for p in PIPELINES.glob("*.yaml"))
+
+
+def load_study(name: str) -> dict:
+    """A study by name (``pipelines/<name>.yaml``) or by path to a YAML file."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else PIPELINES / f"{name}.yaml"
+    if not path.is_file():
+        raise choice_error("study", name, studies())
+    study = yaml.safe_load(path.read_text())
+    for key in ("name", "grids"):
+        if key not in study:
+            raise ConfigError(f"study file {path} has no '{key}' key")
+    return study
+
+
+def grid_commands(study: dict, launcher: str = "local", jobs: int | None = None,
+                  extra: list[str] = ()) -> list[list[str]]:
+    """The multirun command line of every grid of the study."""
+    if launcher not in LAUNCHERS:
+        raise choice_error("launcher", launcher, LAUNCHERS)
+    seeds = ",".join(str(s) for s in study.get("seeds", [0]))
+    cores = os.cpu_count() or 1
+    jobs = jobs or cores
+    commands = []
+    for grid in study["grids"]:
+        cmd = [sys.executable, "-m", "seqbench", "-m", *grid["overrides"], f"seed={seeds}",
+               *study.get("common", []), f"study={study['name']}", "skip_finished=true"]
+        if launcher == "local":
+            cmd += ["hydra/launcher=local", f"hydra.launcher.n_jobs={jobs}",
+                    f"num_threads={max(1, cores // jobs)}"]
+        elif launcher == "slurm":
+            cmd += ["hydra/launcher=slurm"]
+        commands.append([*cmd, *extra])
+    return commands
+
+
+def prepare_store(extra: list[str]) -> None:
+    """Create the MLflow database and experiment once, before jobs fan out: parallel first
+    writers to a fresh sqlite store race in MLflow's schema migration."""
+    from hydra import compose, initialize_config_dir
+
+    from seqbench.tracking import Tracker
+    from seqbench.validate import CONF_DIR
+
+    overrides = [o for o in extra if o.startswith(("logger", "paths"))]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"paths.root={os.environ.get('SEQBENCH_ROOT', os.getcwd())}",
+                                           *overrides])
+    if cfg.logger.name == "mlflow":
+        from omegaconf import OmegaConf
+        Tracker(**OmegaConf.to_container(cfg.logger, resolve=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seqbench.sweep", description=__doc__.split("\n")[0])
+    parser.add_argument("study", help=f"one of: {', '.join(studies())}")
+    parser.add_argument("--launcher", default="local", help=f"one of: {', '.join(LAUNCHERS)}")
+    parser.add_argument("--jobs", type=int, default=None, help="parallel jobs (local launcher)")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
+    args = parser.parse_args(argv)
+    try:
+        study = load_study(args.study)
+        commands = grid_commands(study, args.launcher, args.jobs, args.overrides)
+    except ConfigError as e:
+        print(f"seqbench.sweep: error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print("\n".join(" ".join(c[1:]) for c in commands))
+        return 0
+    prepare_store(args.overrides)
+    failed = 0
+    for grid, cmd in zip(study["grids"], commands):
+        print(f"== {study['name']}: {grid.get('name', '')}", flush=True)
+        failed += subprocess.run(cmd).returncode != 0
+    print(f"== {study['name']}: {len(commands) - failed}/{len(commands)} grids completed; "
+          f"report: python -m seqbench.report {study['name']}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Sweeps: Hydra multirun with the joblib launcher, resumable through config hashes in MLflow,
+fault tolerant (a diverging job is FAILED, the others finish), and the report built from MLflow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from seqbench.sweep import grid_commands, load_study
+from seqbench.errors import ConfigError
+
+TINY_COMMON = ["trainer.enable_progress_bar=false", "data.num_train=300", "data.num_val=50",
+               "data.num_test=50", "model.hidden_size=16", "embedding.dim=8", "trainer.max_epochs=2",
+               "task.batch_size=8", "task.eval_batch_size=4", "task.bptt=32", "task.generate.max_new_tokens=20"]
+
+
+def write_study(path: Path) -> Path:
+    study = {"name": "smoke", "description": "two cells and one injected divergence",
+             "seeds": [0, 1], "common": TINY_COMMON,
+             "grids": [{"name": "cells", "overrides": ["model=rnn,gru"]},
+                       {"name": "injected failure",
+                        "overrides": ["model=lstm", "task.optimizer=sgd", "task.lr=1e30",
+                                      "trainer.gradient_clip_val=null"]}]}
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def seqbench(module: str, *args, root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SEQBENCH_ROOT": str(root)}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def runs(root: Path):
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    exp = client.get_experiment_by_name("seqbench")
+    return client, [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("task") != "report"]
+
+
+def test_study_files_and_commands():
+    study = load_study("cells")
+    commands = grid_commands(study, "local", jobs=2)
+    assert len(commands) == len(study["grids"])
+    for cmd in commands:
+        assert cmd[1:4] == ["-m", "seqbench", "-m"]
+        assert "skip_finished=true" in cmd and "study=cells" in cmd and "seed=0,1,2" in cmd
+        assert "hydra/launcher=local" in cmd and "hydra.launcher.n_jobs=2" in cmd
+    assert "hydra/launcher=slurm" in grid_commands(study, "slurm")[0]
+    with pytest.raises(ConfigError, match="unknown launcher 'k8s'; valid choices: basic, local, slurm"):
+        grid_commands(study, "k8s")
+    with pytest.raises(ConfigError, match="unknown study 'nope'; valid choices: .*cells"):
+        load_study("nope")
+
+
+def test_sweep_is_fault_tolerant_resumable_and_reported(tmp_path):
+    study = write_study(tmp_path / "smoke.yaml")
+    p = seqbench("seqbench.sweep", str(study), "--jobs", "2", root=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    client, first = runs(tmp_path)
+    status = sorted((r.data.tags["model"], r.data.tags["seed"], r.info.status) for r in first)
+    assert status == [("gru", "0", "FINISHED"), ("gru", "1", "FINISHED"), ("lstm", "0", "FAILED"),
+                      ("lstm", "1", "FAILED"), ("rnn", "0", "FINISHED"), ("rnn", "1", "FINISHED")]
+    for r in first:
+        assert r.data.tags["study"] == "smoke"
+        if r.info.status == "FAILED":
+            assert "training diverged" in r.data.tags["failure_reason"]
+        else:  # parallel jobs lost nothing: every metric and artifact arrived
+            assert len(client.get_metric_history(r.info.run_id, "val/loss")) == 2
+            assert {"config.yaml", "samples.txt"} <= {a.path for a in client.list_artifacts(r.info.run_id)}
+
+    # an interrupted sweep: one finished run is gone; running again redoes only what is missing
+    lost = next(r for r in first if r.data.tags["model"] == "gru" and r.data.tags["seed"] == "1")
+    client.delete_run(lost.info.run_id)
+    p = seqbench("seqbench.sweep", str(study), "--jobs", "2", root=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("skipped: FINISHED run") == 3
+    _, second = runs(tmp_path)
+    new = {r.info.run_id for r in second} - {r.info.run_id for r in first}
+    new_runs = [r for r in second if r.info.run_id in new]
+    assert sorted((r.data.tags["model"], r.info.status) for r in new_runs) == \
+        [("gru", "FINISHED"), ("lstm", "FAILED"), ("lstm", "FAILED")]
+
+    p = seqbench("seqbench.report", str(study), root=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    md = (tmp_path / "reports" / "smoke" / "report.md").read_text()
+    assert "## lm / synthetic" in md and "Protocol: task **lm**, data **synthetic**" in md
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    assert "(n=2)" in rows["rnn"] and "2/2" in rows["rnn"] and "(n=2)" in rows["gru"]
+    assert sum(label.startswith("★ ") for label in rows) == 1
+    assert "0/2" in rows["lstm"]
+    failed = [line for line in md.splitlines() if "| FAILED |" in line]
+    assert len(failed) == 2 and all("training diverged" in line for line in failed)
+    html = (tmp_path / "reports" / "smoke" / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<table>" in html
+    client, _ = runs(tmp_path)
+    report_runs = client.search_runs([client.get_experiment_by_name("seqbench").experiment_id],
+                                     filter_string="tags.task = 'report'")
+    assert len(report_runs) == 1
+    assert {"report.md", "report.html"} <= {a.path for a in client.list_artifacts(report_runs[0].info.run_id)}
