@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("study")
     parser.add_argument("--out", default=None, help="output folder (default reports/<study>)")
     parser.add_argument("overrides", nargs="*", help="the sweep's extra overrides, and logger.* settings")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     root = os.environ.get("SEQBENCH_ROOT", os.getcwd())
     try:
         study = load_study(args.study)

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=None, help="parallel jobs (local launcher)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         study = load_study(args.study)
         commands = grid_commands(study, args.launcher, args.jobs, args.overrides)

@@ -111,7 +111,10 @@ class Tracker:
         if exp is not None:
             return exp.experiment_id
         try:
-            location = Path(artifact_location).resolve().as_uri() if artifact_location else None
+            # a tracking server decides where artifacts go (it proxies them); a local store keeps
+            # them in the configured folder
+            local = artifact_location and not self.tracking_uri.startswith(("http:", "https:"))
+            location = Path(artifact_location).resolve().as_uri() if local else None
             return self.client.create_experiment(name, artifact_location=location)
         except Exception:  # another process created it first
             exp = self.client.get_experiment_by_name(name)
