@@ -7,7 +7,7 @@ PORT ?= 5000
 STUDY ?= cells
 export SEQBENCH_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help install run test ui bench sweep report clean
+.PHONY: help install run test ui bench sweep report tune clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -40,8 +40,11 @@ sweep: install  ## run a study: make sweep STUDY=cells (pipelines/<study>.yaml; 
 report: install  ## comparison report of a study from MLflow -> reports/<study>/report.{md,html}
 	$(BIN)/python -m seqbench.report $(STUDY) $(ARGS)
 
+tune: install  ## optuna search of lr and hidden size: make tune MODEL=gru TRIALS=20 (resumable)
+	$(BIN)/python -m seqbench.tune --trials $(or $(TRIALS),20) model=$(or $(MODEL),lstm) $(ARGS)
+
 bench: install  ## benchmarks -> benchmarks/results/*.md
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
 
 clean:  ## remove generated runs, stores and caches (keeps .venv)
-	rm -rf outputs multirun mlruns mlartifacts mlflow.db .cache lightning_logs reports
+	rm -rf outputs multirun mlruns mlartifacts mlflow.db optuna.db .cache lightning_logs reports

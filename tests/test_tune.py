@@ -1,0 +1,46 @@
+"""Optuna HPO over seqbench runs: resumable from its RDB store; a failing trial does not stop it."""
+
+from __future__ import annotations
+
+import optuna
+from mlflow import MlflowClient
+
+from conftest import TINY
+from seqbench.tune import main, study_name
+
+
+def test_tune_is_resumable_and_tracks_every_trial(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQBENCH_ROOT", str(tmp_path))
+    overrides = [*TINY, "trainer.max_epochs=1", "model=gru"]
+    assert main(["--trials", "2", *overrides]) == 0
+    assert main(["--trials", "3", *overrides]) == 0  # continues: one more trial, not three
+    study = optuna.load_study(study_name=study_name(overrides), storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert len(study.trials) == 3
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("seqbench").experiment_id])
+    assert {r.info.run_id for r in runs} == {t.user_attrs["mlflow_run_id"] for t in study.trials}
+    for r, t in ((r, t) for r in runs for t in study.trials if t.user_attrs["mlflow_run_id"] == r.info.run_id):
+        assert float(r.data.params["task.lr"]) == t.params["task.lr"]
+        assert int(r.data.params["model.hidden_size"]) == t.params["model.hidden_size"]
+        assert r.data.metrics["val/best_loss"] == t.value
+        assert r.data.tags["study"] == study_name(overrides)
+
+
+def test_failing_trials_are_recorded_and_search_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQBENCH_ROOT", str(tmp_path))
+    overrides = [*TINY, "trainer.max_epochs=1", "task.optimizer=sgd", "trainer.gradient_clip_val=null",
+                 "max_loss=0.5"]  # every trial "diverges" at its first step
+    assert main(["--trials", "2", *overrides]) == 1  # no complete trial
+    study = optuna.load_study(study_name=study_name(overrides), storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("seqbench").experiment_id])
+    assert len(runs) == 2 and all(r.info.status == "FAILED" for r in runs)
+    assert all("training diverged" in r.data.tags["failure_reason"] for r in runs)
+
+
+def test_unknown_model_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEQBENCH_ROOT", str(tmp_path))
+    assert main(["model=transformer"]) == 2
+    assert capsys.readouterr().err.startswith("seqbench.tune: error: unknown model 'transformer'; valid choices:")
