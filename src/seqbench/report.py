@@ -177,7 +177,8 @@ def build_tables(expected: list[Expected], runs: pd.DataFrame, seeds: list) -> l
                          fmt(np.nanmean(v["train/tokens_per_s"]) if len(row["runs"]) else np.nan),
                          fmt(np.nanmean(v["wall_time_s"]) if len(row["runs"]) else np.nan),
                          f"{len(row['runs'])}/{row['expected']}"])
-        tables.append({"task": task, "data": data, "header": header, "rows": body,
+        tables.append({"task": task, "data": data, "header": header, "rows": body, "primary": primary,
+                       "values": values,
                        "protocol": protocol(items[0].cfg, seeds), "axes": axes, "items": items})
     return tables
 
@@ -248,6 +249,30 @@ def plot_curves(tracker: Tracker, table: dict, runs: pd.DataFrame, path: Path, m
     return True
 
 
+def plot_primary(table: dict, values: dict, path: Path) -> bool:
+    """Bar chart of the primary metric per row: mean with ± sd error bars (e.g. bits/char by tokenizer)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    primary = table["primary"]
+    labels = [k for k, v in values.items() if np.any(~np.isnan(v[primary]))]
+    if not labels:
+        return False
+    means = [np.nanmean(values[k][primary]) for k in labels]
+    sds = [np.nanstd(values[k][primary], ddof=1) if np.sum(~np.isnan(values[k][primary])) > 1 else 0 for k in labels]
+    fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(labels) + 2), 3.4))
+    ax.bar(range(len(labels)), means, yerr=sds, capsize=4, color="#4c72b0")
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(primary)
+    ax.set_title(f"{table['task']} / {table['data']}: {primary} (mean ± sd over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 CURVE_METRIC = {"lm": "val/bits_per_char", "classify": "val/accuracy"}
 
 
@@ -270,12 +295,16 @@ def write_report(study: dict, expected: list[Expected], runs: pd.DataFrame, trac
         body_html += [f"<h2>{html.escape(title)}</h2>", f"<p><b>Protocol:</b> {html.escape(t['protocol'])}</p>",
                       html_table(t["header"], t["rows"])]
         metric = CURVE_METRIC.get(t["task"], "val/loss")
-        png = out_dir / f"curves_{i}_{t['task']}_{t['data']}.png"
-        if plot_curves(tracker, t, runs, png, metric):
-            images.append(png)
-            md += [f"![{metric} curves]({png.name})", ""]
-            data = base64.b64encode(png.read_bytes()).decode()
-            body_html.append(f'<img alt="{html.escape(metric)} curves" src="data:image/png;base64,{data}">')
+        plots = [(out_dir / f"bars_{i}_{t['task']}_{t['data']}.png", f"{t['primary']} by row",
+                  lambda png: plot_primary(t, t["values"], png)),
+                 (out_dir / f"curves_{i}_{t['task']}_{t['data']}.png", f"{metric} curves",
+                  lambda png: plot_curves(tracker, t, runs, png, metric))]
+        for png, alt, draw in plots:
+            if draw(png):
+                images.append(png)
+                md += [f"![{alt}]({png.name})", ""]
+                data = base64.b64encode(png.read_bytes()).decode()
+                body_html.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
     md += ["## Failed or missing runs", ""]
     body_html.append("<h2>Failed or missing runs</h2>")
     if issues:
