@@ -103,3 +103,24 @@ def test_sweep_is_fault_tolerant_resumable_and_reported(tmp_path):
                                      filter_string="tags.task = 'report'")
     assert len(report_runs) == 1
     assert {"report.md", "report.html"} <= {a.path for a in client.list_artifacts(report_runs[0].info.run_id)}
+
+    # the decoding study: every strategy on the finished LM runs of the study, no retraining
+    decoding = tmp_path / "dec.yaml"
+    decoding.write_text(yaml.safe_dump({"name": "dec", "kind": "decoding", "source_study": "smoke",
+                                        "common": ["num_samples=2", "max_new_tokens=12", "strategies=[greedy,beam]"]}))
+    p = seqbench("seqbench.sweep", str(decoding), root=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    client, all_runs = runs(tmp_path)
+    decode = [r for r in all_runs if r.data.tags["task"] == "decode"]
+    finished_lm = {r.info.run_id for r in all_runs if r.data.tags["task"] == "lm" and r.info.status == "FINISHED"}
+    assert len(finished_lm) == 4
+    assert {r.data.tags["parent_run_id"] for r in decode} == finished_lm  # each trained model decoded once
+    assert all("greedy/nll_per_char" in r.data.metrics and "beam/distinct_2" in r.data.metrics for r in decode)
+    p = seqbench("seqbench.sweep", str(decoding), root=tmp_path)  # resumable: nothing left to decode
+    assert p.stdout.count("already decoded") == 4
+    p = seqbench("seqbench.report", str(decoding), root=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    md = (tmp_path / "reports" / "dec" / "report.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    assert set(rows) == {"strategy", "beam", "greedy"} and "(n=4)" in rows["beam"]
+    assert "quality_diversity_synthetic.png" in md

@@ -323,6 +323,75 @@ def write_report(study: dict, expected: list[Expected], runs: pd.DataFrame, trac
     return {"tables": tables, "problems": issues, "images": images, "dir": out_dir}
 
 
+DECODING_METRICS = [("nll_per_char", "↓ quality"), ("grammatical_rate", "↑ quality"), ("distinct_2", "↑ diversity"),
+                    ("repetition_4", "↓ repetition"), ("self_bleu", "↓ cross-sample similarity"),
+                    ("copy_4", "copying of training 4-grams"), ("tokens_per_s", "speed")]
+
+
+def decoding_report(study: dict, tracker: Tracker, out_dir: Path) -> dict:
+    """``kind: decoding`` studies: per dataset, rows = strategies, metrics mean ± sd over the
+    decoded source runs (cells x seeds), and a quality-vs-diversity plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = mlflow.search_runs([tracker.experiment_id], filter_string=(
+        f"tags.study = '{study['name']}' and tags.task = 'decode'"))
+    finished = runs[runs["status"] == "FINISHED"] if len(runs) else runs
+    md = [f"# seqbench report: {study['name']}", "", study.get("description", ""), "",
+          f"{len(finished)} decoded models from study `{study['source_study']}`; "
+          f"{len(runs) - len(finished)} decode runs not finished.", ""]
+    body = [f"<h1>seqbench report: {html.escape(study['name'])}</h1>", f"<p>{html.escape(md[4])}</p>"]
+    images = []
+    for data, group in (finished.groupby("tags.data") if len(finished) else []):
+        strategies = sorted({s for d in group["tags.decoding"] for s in d.split(",")})
+        header = ["strategy", *[f"{m} ({what})" for m, what in DECODING_METRICS]]
+        rows, points = [], {}
+        for strat in strategies:
+            cols = {m: np.array(group.get(f"metrics.{strat}/{m}", pd.Series(dtype=float)), dtype=float)
+                    for m, _ in DECODING_METRICS}
+            rows.append([strat, *[mean_sd(cols[m]) for m, _ in DECODING_METRICS]])
+            points[strat] = (np.nanmean(cols["distinct_2"]), np.nanmean(cols["nll_per_char"]))
+        models = ", ".join(sorted(set(group["tags.model"])))
+        proto = (f"data **{data}**; models: {models} ({len(group)} trained runs, every seed); samples and "
+                 f"lengths as in each decode run's params; n-grams over words of the continuations; "
+                 f"NLL/char under the generating model.")
+        md += [f"## {data}", "", f"Protocol: {proto}", "", md_table(header, rows), ""]
+        body += [f"<h2>{html.escape(data)}</h2>", f"<p><b>Protocol:</b> {html.escape(proto)}</p>",
+                 html_table(header, rows)]
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        for strat, (x, y) in points.items():
+            ax.scatter(x, y)
+            ax.annotate(strat, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel("distinct-2 (diversity →)")
+        ax.set_ylabel("NLL per char under the model (↓ quality)")
+        ax.set_title(f"{data}: decoding quality vs diversity")
+        fig.tight_layout()
+        png = out_dir / f"quality_diversity_{data}.png"
+        fig.savefig(png, dpi=110)
+        plt.close(fig)
+        images.append(png)
+        md += [f"![quality vs diversity]({png.name})", ""]
+        body.append(f'<img alt="quality vs diversity" src="data:image/png;base64,'
+                    f'{base64.b64encode(png.read_bytes()).decode()}">')
+    failed = runs[runs["status"] != "FINISHED"] if len(runs) else runs
+    md += ["## Failed runs", ""]
+    if len(failed):
+        rows = [[r["tags.mlflow.runName"], r["status"], r["run_id"], str(r.get("tags.failure_reason", ""))]
+                for _, r in failed.iterrows()]
+        md.append(md_table(["run", "status", "run id", "reason"], rows))
+        body.append(html_table(["run", "status", "run id", "reason"], rows))
+    else:
+        md.append("None.")
+    (out_dir / "report.md").write_text("\n".join(md) + "\n")
+    (out_dir / "report.html").write_text("<!doctype html><html><head><meta charset='utf-8'><title>seqbench report"
+                                         f"</title></head><body>{''.join(body)}</body></html>\n")
+    return {"images": images, "dir": out_dir}
+
+
 def log_report(tracker: Tracker, study: dict, result: dict) -> str:
     """Log the report as artifacts of a run tagged task=report."""
     run = tracker.client.create_run(tracker.experiment_id, run_name=f"report/{study['name']}",
@@ -357,13 +426,16 @@ def main(argv: list[str] | None = None) -> int:
         tracking = [o for o in args.overrides if o.startswith(("logger", "paths"))]
         grid_extra = [o for o in args.overrides if o not in tracking]
         tracker = tracker_for(root, tracking)
-        expected = expected_runs(study, root, grid_extra)
+        expected = [] if study.get("kind") == "decoding" else expected_runs(study, root, grid_extra)
     except ConfigError as e:
         print(f"seqbench.report: error: {e}", file=sys.stderr)
         return 2
-    runs = fetch_runs(tracker, [e.hash for e in expected], study["name"])
     out = Path(args.out) if args.out else Path(root) / "reports" / study["name"]
-    result = write_report(study, expected, runs, tracker, out)
+    if study.get("kind") == "decoding":
+        result = decoding_report(study, tracker, out)
+    else:
+        runs = fetch_runs(tracker, [e.hash for e in expected], study["name"])
+        result = write_report(study, expected, runs, tracker, out)
     run_id = log_report(tracker, study, result)
     print((out / "report.md").read_text())
     print(f"report: {out / 'report.md'}  {out / 'report.html'}  (MLflow run {run_id})")

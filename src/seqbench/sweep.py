@@ -33,7 +33,7 @@ def load_study(name: str) -> dict:
     if not path.is_file():
         raise choice_error("study", name, studies())
     study = yaml.safe_load(path.read_text())
-    for key in ("name", "grids"):
+    for key in ("name", "source_study") if study.get("kind") == "decoding" else ("name", "grids"):
         if key not in study:
             raise ConfigError(f"study file {path} has no '{key}' key")
     return study
@@ -77,6 +77,48 @@ def prepare_store(extra: list[str]) -> None:
         Tracker(**OmegaConf.to_container(cfg.logger, resolve=True))
 
 
+def decode_study(study: dict, extra: list[str] = ()) -> int:
+    """A ``kind: decoding`` study: every strategy on each FINISHED LM run of ``source_study``
+    (no retraining). Resumable: a source run that already has a FINISHED decode run is skipped."""
+    import mlflow
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from seqbench.compare_decoding import compare
+    from seqbench.tracking import Tracker
+    from seqbench.validate import CONF_DIR
+
+    root = os.environ.get("SEQBENCH_ROOT", os.getcwd())
+    tracking = [o for o in extra if o.startswith(("logger", "paths"))]
+    base = [f"paths.root={root}", *tracking, f"study={study['name']}", *study.get("common", []),
+            *[o for o in extra if o not in tracking]]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("compare_decoding", overrides=base)
+        tracker = Tracker(**OmegaConf.to_container(cfg.logger, resolve=True))
+        sources = mlflow.search_runs([tracker.experiment_id], filter_string=(
+            f"tags.study = '{study['source_study']}' and tags.task = 'lm' and attributes.status = 'FINISHED'"))
+        done = mlflow.search_runs([tracker.experiment_id], filter_string=(
+            f"tags.study = '{study['name']}' and tags.task = 'decode' and attributes.status = 'FINISHED'"))
+        decoded = set(done["tags.parent_run_id"]) if len(done) else set()
+        if not len(sources):
+            print(f"seqbench.sweep: error: no FINISHED lm runs in study {study['source_study']!r}; "
+                  f"run `make sweep STUDY={study['source_study']}` first", file=sys.stderr)
+            return 1
+        failed = 0
+        for run_id, name in zip(sources["run_id"], sources["tags.mlflow.runName"]):
+            if run_id in decoded:
+                print(f"skipped: {name} already decoded")
+                continue
+            try:
+                compare(compose("compare_decoding", overrides=[*base, f"run_id={run_id}"]))
+            except Exception as e:  # recorded FAILED by compare; the other runs go on
+                print(f"seqbench.sweep: decoding {name} failed: {type(e).__name__}: {e}", file=sys.stderr)
+                failed += 1
+    print(f"== {study['name']}: {len(sources) - failed}/{len(sources)} source runs decoded; "
+          f"report: python -m seqbench.report {study['name']}")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seqbench.sweep", description=__doc__.split("\n")[0])
     parser.add_argument("study", help=f"one of: {', '.join(studies())}")
@@ -87,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     try:
         study = load_study(args.study)
+        if study.get("kind") == "decoding":
+            return decode_study(study, args.overrides)
         commands = grid_commands(study, args.launcher, args.jobs, args.overrides)
     except ConfigError as e:
         print(f"seqbench.sweep: error: {e}", file=sys.stderr)

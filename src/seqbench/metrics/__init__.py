@@ -1,0 +1,1 @@
+"""Metrics beyond the training losses: quality of generated text (``metrics.generation``)."""
