@@ -6,6 +6,10 @@ import os
 import sys
 from pathlib import Path
 
+# the test machines have no internet: fail hub look-ups at once instead of retrying for ~25 s
+# (read by huggingface_hub/datasets at import, so before anything imports them)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -56,3 +60,9 @@ def cli(*args: str, root: Path, env_extra: dict | None = None, timeout: int = 60
     env = {**os.environ, "SEQBENCH_ROOT": str(root), **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "seqbench", *args], cwd=root, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+#: a tiny classification run (counting ones or a real corpus with limited batches)
+TINY_CLASSIFY = ["task=classify", "model.hidden_size=16", "task.batch_size=16",
+                 "task.eval_batch_size=64", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+                 "num_threads=1"]

@@ -8,16 +8,25 @@ from omegaconf import OmegaConf
 from conftest import compose_cfg
 from seqbench.errors import ConfigError
 from seqbench.tracking import config_hash
-from seqbench.validate import GROUPS, check_overrides, group_options, validate
+from seqbench.validate import GROUPS, check_overrides, data_task, datasets_for, group_options, validate
 
 
 def all_options():
     return [(g, o) for g in GROUPS for o in group_options(g)]
 
 
+def partner(group: str, option: str) -> list[str]:
+    """A task needs a dataset serving it and a dataset its task (task=classify data=sst2)."""
+    if group == "task":
+        return [f"data={datasets_for(option)[0]}"]
+    if group == "data":
+        return [f"task={data_task(option)}"]
+    return []
+
+
 @pytest.mark.parametrize("group,option", all_options())
 def test_every_option_composes(group, option):
-    cfg = compose_cfg([f"{group}={option}"])
+    cfg = compose_cfg([f"{group}={option}", *partner(group, option)])
     assert cfg[group].get("name", option) is not None
     OmegaConf.to_container(cfg[group], resolve=False)  # structurally valid
     bidirectional = group == "model" and cfg.model.get("bidirectional", False)

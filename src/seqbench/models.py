@@ -1,11 +1,40 @@
-"""Embeddings and heads around a recurrent stack (``seqbench.cells``)."""
+"""Input embeddings (``conf/embedding/<name>.yaml``) in front of a recurrent stack (``seqbench.cells``).
+
+Each maps token ids (B, T) to vectors (B, T, dim) and is built by the task with
+``instantiate(embedding_cfg, vocab_size=V)``. An embedding that needs the training data
+(word2vec) gets it afterwards through :meth:`Embedding.prepare`, called once by ``run.build``;
+the vectors then live in the state dict, so checkpoints restore them without the data and
+hyper-parameters stay plain config values (checkpoints load with ``weights_only=True``).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqbench.errors import ConfigError
 
-class LearnedEmbedding(nn.Module):
+log = logging.getLogger("seqbench")
+
+
+class Embedding(nn.Module):
+    """Interface: ``dim`` (output size) and ``prepare`` (a no-op unless trained on the data)."""
+
+    dim: int
+
+    def prepare(self, tokenizer, texts: list[str], cache_dir: str | Path | None = None) -> None:
+        """Initialise from the tokenized training split (word2vec); nothing to do by default."""
+
+
+class LearnedEmbedding(Embedding):
     """x_t = E[token_t], E trained with the model; dropout on the embedded sequence."""
 
     def __init__(self, vocab_size: int, dim: int = 64, dropout: float = 0.0, padding_idx: int | None = None,
@@ -17,3 +46,93 @@ class LearnedEmbedding(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:  # (B, T) -> (B, T, dim)
         return self.drop(self.embed(tokens))
+
+
+class OneHotEmbedding(Embedding):
+    """x_t = e_{token_t}, the fixed one-hot vector: dim = V, nothing learned (the seeds' input).
+
+    A V-dimensional input only makes sense for small vocabularies (characters, bytes): above
+    ``max_vocab`` it is refused, pointing to ``embedding=learned``.
+    """
+
+    def __init__(self, vocab_size: int, max_vocab: int = 1024, name: str = "onehot", **_):
+        super().__init__()
+        if vocab_size > max_vocab:
+            raise ConfigError(f"embedding=onehot: the vocabulary has {vocab_size} tokens, more than "
+                              f"embedding.max_vocab={max_vocab} (one-hot inputs are vocab-sized); use "
+                              f"embedding=learned, or a smaller tokenizer (char, byte, tokenizer.vocab_size)")
+        self.dim = vocab_size
+        self.register_buffer("eye", torch.eye(vocab_size), persistent=False)
+
+    def forward(self, tokens: Tensor) -> Tensor:  # (B, T) -> (B, T, V)
+        return F.embedding(tokens, self.eye)
+
+
+class Word2VecEmbedding(LearnedEmbedding):
+    """E initialised with gensim word2vec vectors (Mikolov et al. 2013) of the tokenizer's tokens,
+    trained on the tokenized training split; frozen (``freeze: true``) or fine-tuned.
+
+    Skip-gram (``sg: 1``) or CBOW (``sg: 0``) with ``negative`` negative samples and a context
+    ``window``. Tokens word2vec never saw (specials, rare tokens below ``min_count``) get
+    N(0, sigma^2) rows with sigma the trained vectors' standard deviation; <pad> gets zeros.
+    Vectors are cached by (tokenizer, training texts, word2vec parameters).
+    """
+
+    def __init__(self, vocab_size: int, dim: int = 64, dropout: float = 0.0, freeze: bool = False,
+                 sg: int = 1, negative: int = 5, window: int = 5, min_count: int = 1, epochs: int = 5,
+                 seed: int = 0, name: str = "word2vec", **_):
+        super().__init__(vocab_size, dim, dropout, name=name)
+        if sg not in (0, 1):
+            raise ConfigError(f"embedding.sg={sg} must be 1 (skip-gram) or 0 (CBOW)")
+        for key, value in {"negative": negative, "window": window, "min_count": min_count, "epochs": epochs}.items():
+            if int(value) < 1:
+                raise ConfigError(f"embedding.{key}={value} must be >= 1")
+        self.params = dict(vector_size=int(dim), sg=int(sg), negative=int(negative), window=int(window),
+                           min_count=int(min_count), epochs=int(epochs), seed=int(seed))
+        self.freeze = bool(freeze)
+        self.embed.weight.requires_grad_(not self.freeze)
+
+    def prepare(self, tokenizer, texts: list[str], cache_dir: str | Path | None = None) -> None:
+        vectors = word2vec_matrix(tokenizer, texts, self.params, cache_dir)
+        with torch.no_grad():
+            self.embed.weight.copy_(torch.from_numpy(vectors))
+
+
+def token_sentences(tokenizer, texts: list[str], max_len: int = 1000) -> list[list[str]]:
+    """The training split as word2vec sentences of token ids (as strings); long texts (an LM
+    corpus is one text) are cut into pieces of ``max_len`` tokens (gensim's limit is 10,000)."""
+    out = []
+    for ids in tokenizer.encode_batch(list(texts)):
+        words = [str(i) for i in ids]
+        out += [words[i:i + max_len] for i in range(0, len(words), max_len)]
+    return out
+
+
+def word2vec_matrix(tokenizer, texts: list[str], params: dict, cache_dir: str | Path | None) -> np.ndarray:
+    """(V, dim) float32 matrix: row i = word2vec vector of token i (see Word2VecEmbedding)."""
+    from seqbench.tokenizers import corpus_fingerprint
+
+    key = hashlib.sha256(json.dumps([tokenizer.fingerprint(), corpus_fingerprint(texts), params],
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / "word2vec" / f"{key}.npy" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        return np.load(path)
+    from gensim.models import Word2Vec
+
+    # one worker: gensim is deterministic only single-threaded
+    model = Word2Vec(token_sentences(tokenizer, texts), workers=1, **params)
+    V, dim = tokenizer.vocab_size, params["vector_size"]
+    trained = np.stack([model.wv[k] for k in model.wv.index_to_key]) if len(model.wv) else np.zeros((1, dim))
+    rng = np.random.default_rng(params["seed"])
+    matrix = rng.normal(0.0, float(trained.std()) or 0.1, (V, dim)).astype(np.float32)
+    for k in model.wv.index_to_key:
+        matrix[int(k)] = model.wv[k]
+    if tokenizer.pad_id is not None:
+        matrix[tokenizer.pad_id] = 0.0
+    log.info("word2vec: %d of %d tokens trained", len(model.wv), V)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{key}.{uuid.uuid4().hex[:8]}.tmp.npy")
+        np.save(tmp, matrix)
+        tmp.replace(path)  # atomic for parallel sweep jobs
+    return matrix

@@ -23,15 +23,19 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from seqbench import report_longrange
 from seqbench.errors import ConfigError
 from seqbench.sweep import load_study
 from seqbench.tracking import Tracker, config_hash, run_name
 
 #: primary metric per task and whether lower is better
 PRIMARY = {"lm": ("test/bits_per_char", "min"), "classify": ("test/accuracy", "max"),
-           "regression": ("test/mse", "min")}
-SECONDARY = {"lm": ["test/perplexity", "val/best_loss", "sample/grammatical_rate"],
-             "classify": ["test/f1_macro", "val/accuracy"]}
+           "regression": ("test/mse", "min"), "adding": ("test/mse", "min"),
+           "copy": ("test/recall_accuracy", "max")}
+SECONDARY = {"lm": ["test/perplexity", "val/best_loss", "sample/grammatical_rate", "test/agreement_acc"],
+             "classify": ["test/f1_macro", "val/accuracy"],
+             "adding": ["test/mse_ratio", "test/baseline_mse"],
+             "copy": ["test/loss", "test/baseline_loss", "test/baseline_recall_accuracy"]}
 COST = ["num_parameters", "train/tokens_per_s", "wall_time_s"]
 ROW_AXES = ("model", "tokenizer", "embedding", "decoding")
 
@@ -150,11 +154,14 @@ def build_tables(expected: list[Expected], runs: pd.DataFrame, seeds: list) -> l
     tables = []
     for (task, data), items in groups.items():
         axes = [a for a in ROW_AXES if len({str(e.cfg[a].name) for e in items}) > 1] or ["model"]
+        # a row label covering several settings (data.length, clipping, ...) names them: never averaged
+        labels = report_longrange.distinct_labels(items, lambda e, axes=axes: row_label(e.cfg, axes))
+        label_of = lambda e, labels=labels: labels[e.hash]
         primary, direction = PRIMARY.get(task, ("test/loss", "min"))
         metrics = [primary, *[m for m in SECONDARY.get(task, []) ]]
         rows: dict[str, dict] = {}
         for e in items:
-            label = row_label(e.cfg, axes)
+            label = label_of(e)
             row = rows.setdefault(label, {"runs": [], "expected": 0})
             row["expected"] += 1
             if e.hash in by_hash:
@@ -179,7 +186,8 @@ def build_tables(expected: list[Expected], runs: pd.DataFrame, seeds: list) -> l
                          f"{len(row['runs'])}/{row['expected']}"])
         tables.append({"task": task, "data": data, "header": header, "rows": body, "primary": primary,
                        "values": values,
-                       "protocol": protocol(items[0].cfg, seeds), "axes": axes, "items": items})
+                       "protocol": protocol(items[0].cfg, seeds), "axes": axes, "items": items,
+                       "label_of": label_of})
     return tables
 
 
@@ -222,10 +230,10 @@ def plot_curves(tracker: Tracker, table: dict, runs: pd.DataFrame, path: Path, m
     finished = runs[runs["status"] == "FINISHED"] if len(runs) else runs
     fig, ax = plt.subplots(figsize=(6, 3.6))
     drawn = False
-    for label in dict.fromkeys(row_label(e.cfg, table["axes"]) for e in table["items"]):
+    for label in dict.fromkeys(table["label_of"](e) for e in table["items"]):
         curves = []
         for e in table["items"]:
-            if row_label(e.cfg, table["axes"]) != label:
+            if table["label_of"](e) != label:
                 continue
             match = finished[finished["tags.config_hash"] == e.hash]
             if len(match):
@@ -305,6 +313,11 @@ def write_report(study: dict, expected: list[Expected], runs: pd.DataFrame, trac
                 md += [f"![{alt}]({png.name})", ""]
                 data = base64.b64encode(png.read_bytes()).decode()
                 body_html.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
+    if report_longrange.applies(expected):  # studies with adding/copy runs: metric vs length, gradient flow
+        extra = report_longrange.section(expected, runs, tracker, out_dir, md_table, html_table)
+        md += extra["md"]
+        body_html += extra["html"]
+        images += extra["images"]
     md += ["## Failed or missing runs", ""]
     body_html.append("<h2>Failed or missing runs</h2>")
     if issues:

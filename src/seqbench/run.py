@@ -9,7 +9,7 @@ before the MLflow run is created, so a rejected config leaves nothing behind.
 from __future__ import annotations
 
 import logging
-import os
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -17,12 +17,13 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from seqbench.errors import instantiate
+from hydra.utils import get_class
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from seqbench.data.lm import LMDataModule
+from seqbench.callbacks import DivergenceMonitor
+from seqbench.errors import instantiate
 from seqbench.generation import generate_samples
 from seqbench.tokenizers import train_or_load
 from seqbench.tracking import NullTracker, Tracker
@@ -41,6 +42,9 @@ def quiet() -> None:
                 ".*It is recommended to use `self.log\\('(val|test)/.*sync_dist=True.*",
                 ".*It is recommended to use `self.log\\('train/tokens_per_s.*"):
         warnings.filterwarnings("ignore", message=msg)
+    import datasets
+
+    datasets.disable_progress_bars()  # encoding a split (datasets.map) takes a second, no bar
 
 
 class ProgressBar(RichProgressBar):
@@ -73,18 +77,19 @@ def make_tracker(cfg: DictConfig):
 
 
 def build(cfg: DictConfig):
-    """Data, tokenizer, datamodule and LightningModule for a validated config."""
+    """Data, tokenizer, datamodule and LightningModule for a validated config.
+
+    The task class names its datamodule class, which says what the tokenizer trains on (the
+    training split only, as the task reads it) and which extra arguments the module needs."""
     corpus = instantiate(cfg.data)()
-    spec = instantiate(cfg.tokenizer)
-    task = cfg.task
-    separator = LMDataModule.separator
-    # the LM reads the split as one stream of texts joined by the separator: train on exactly that
-    train_texts = [t + separator for t in corpus["train"]["text"]]
-    tokenizer = train_or_load(spec, train_texts, cfg.paths.cache_dir)
-    datamodule = LMDataModule(corpus, tokenizer, task.batch_size, task.eval_batch_size, task.bptt)
-    module = instantiate(task, vocab_size=tokenizer.vocab_size, model=OmegaConf.to_container(cfg.model),
-                         embedding=OmegaConf.to_container(cfg.embedding), _recursive_=False,
-                         _convert_="all")
+    datamodule_class = get_class(cfg.task._target_).datamodule_class
+    train_texts = datamodule_class.tokenizer_texts(corpus)
+    tokenizer = train_or_load(instantiate(cfg.tokenizer), train_texts, cfg.paths.cache_dir)
+    datamodule = datamodule_class.from_config(cfg, corpus, tokenizer)
+    module = instantiate(cfg.task, vocab_size=tokenizer.vocab_size, model=OmegaConf.to_container(cfg.model),
+                         embedding=OmegaConf.to_container(cfg.embedding), **datamodule.task_kwargs(),
+                         _recursive_=False, _convert_="all")
+    module.embedding.prepare(tokenizer, train_texts, cfg.paths.cache_dir)  # word2vec: train/load vectors
     return corpus, tokenizer, datamodule, module
 
 
@@ -94,15 +99,19 @@ def run(cfg: DictConfig) -> dict:
     validate(cfg)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
+    tracker = make_tracker(cfg)
+    if cfg.get("skip_finished") and (done := tracker.find_finished(cfg)) is not None:
+        print(f"skipped: FINISHED run {done['run_id']} has this config_hash ({done['config_hash']})")
+        return done
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     corpus, tokenizer, datamodule, module = build(cfg)
     out = output_dir(cfg)
-    tracker = make_tracker(cfg)
+    started = time.perf_counter()
 
     with tracker.active(cfg):
         checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val/loss", mode="min",
                                      save_last=True, filename="best", auto_insert_metric_name=False)
-        callbacks = [checkpoint]
+        callbacks = [checkpoint, DivergenceMonitor(cfg.get("max_loss", 1e4))]
         if cfg.trainer.get("enable_progress_bar", True):
             callbacks.append(ProgressBar(leave=False))
         trainer: pl.Trainer = instantiate(cfg.trainer, logger=tracker.lightning_logger(),
@@ -115,12 +124,16 @@ def run(cfg: DictConfig) -> dict:
         if checkpoint.best_model_score is not None:
             metrics["val/best_loss"] = float(checkpoint.best_model_score)
         metrics["num_parameters"] = module.num_parameters()
+        metrics["wall_time_s"] = time.perf_counter() - started
         if trainer.is_global_zero:
-            samples = generate_samples(cfg, module, tokenizer)
-            metrics.update(samples["metrics"])
+            samples = generate_samples(cfg, module, tokenizer, train_text=datamodule.split_text("train")) \
+                if module.generates else None
+            if samples:
+                metrics.update(samples["metrics"])
             tracker.log_metrics({k: v for k, v in metrics.items()
-                                 if k.startswith(("sample/", "val/best")) or k == "num_parameters"})
-            tracker.log_text(samples["text"], "samples.txt")
+                                 if k.startswith(("sample/", "val/best")) or k in ("num_parameters", "wall_time_s")})
+            if samples:
+                tracker.log_text(samples["text"], "samples.txt")
             tokenizer_path = out / "tokenizer.json"
             tokenizer.save(tokenizer_path)
             tracker.log_artifact(tokenizer_path)
@@ -141,8 +154,9 @@ def print_summary(cfg: DictConfig, metrics: dict, tracker, out: Path) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("train/loss_epoch", "val/loss", "val/bits_per_char", "test/loss", "test/perplexity",
-                "test/bits_per_char", "test/bits_per_byte", "train/tokens_per_s", "num_parameters",
-                "sample/grammatical_rate"):
+                "test/bits_per_char", "test/bits_per_byte", "test/unk_rate", "val/accuracy",
+                "test/accuracy", "test/f1_macro", "train/tokens_per_s", "train/examples_per_s",
+                "num_parameters", "sample/grammatical_rate", "sample/distinct_2", "sample/repetition_4"):
         if key in metrics:
             v = metrics[key]
             table.add_row(key, f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4f}")

@@ -1,9 +1,21 @@
 """Tokenizers built with HF ``tokenizers`` and trained on the training split only.
 
-Every kind shares the same special tokens (``SPECIALS``) and the same wrapper,
-:class:`TrainedTokenizer`, which encodes a text into a token stream together with the number of
-characters and UTF-8 bytes each token newly covers: summing those over evaluated targets gives the
-exact denominators of bits per character and bits per byte, whatever the tokenizer.
+Six kinds (``conf/tokenizer/<name>.yaml``), all sharing the special tokens ``SPECIALS`` at ids
+0-3 (pad, unk, bos, eos) and one wrapper, :class:`TrainedTokenizer`:
+
+    char       one token per Unicode character; unseen characters -> <unk>
+    byte       one token per UTF-8 byte (256 + specials, nothing to learn); never <unk>
+    word       words with their leading space (`` the``), punctuation runs, whitespace runs;
+               vocabulary = the ``vocab_size`` most frequent of the training split; rest -> <unk>
+    bpe        byte-level BPE (GPT-2): merges learned over the 256 byte symbols; never <unk>
+    wordpiece  WordPiece (``##`` continuation pieces) over the same word pre-tokens as ``word``
+    unigram    Unigram LM (SentencePiece), spaces as ``▁``
+
+Every kind is lossless: ``decode(encode(text)) == text`` unless a piece is <unk> (whitespace is
+kept as tokens or inside pieces, never normalised away). :meth:`TrainedTokenizer.encode_stream`
+gives, per token, the characters and UTF-8 bytes of the text it newly covers: summed over
+evaluated targets they are the exact denominators of bits per character and bits per byte,
+whatever the tokenizer.
 """
 
 from __future__ import annotations
@@ -12,13 +24,21 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+import uuid
+from typing import ClassVar, Iterable, Iterator
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from seqbench.errors import ConfigError
+
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = [PAD, UNK, BOS, EOS]
+#: bump when a recipe below changes, so cached tokenizers are retrained
+RECIPE_VERSION = 2
+#: word pre-tokens (GPT-2 style): a word/number/punctuation run with at most one leading space,
+#: or a whitespace run (its last space stays with the next word). Concatenating them is the text.
+WORD_PATTERN = r" ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 
 
 class TrainedTokenizer:
@@ -38,6 +58,9 @@ class TrainedTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=True)
@@ -59,6 +82,10 @@ class TrainedTokenizer:
         return {"ids": torch.tensor(enc.ids, dtype=torch.long),
                 "chars": torch.tensor(chars, dtype=torch.long),
                 "bytes": torch.tensor(nbytes, dtype=torch.long)}
+
+    def fingerprint(self) -> str:
+        """Hash of the trained tokenizer (vocabulary, merges, pipeline): keys encoded caches."""
+        return hashlib.sha256(self.hf.to_str().encode()).hexdigest()[:16]
 
     def save(self, path: str | Path) -> None:
         self.hf.save(str(path))
@@ -82,7 +109,8 @@ class TokenizerSpec:
         return TrainedTokenizer(tok, self.name)
 
     def fingerprint(self) -> str:
-        return json.dumps({"class": type(self).__name__, **asdict(self)}, sort_keys=True)
+        return json.dumps({"class": type(self).__name__, "recipe": RECIPE_VERSION, **asdict(self)},
+                          sort_keys=True)
 
 
 @dataclass
@@ -99,6 +127,101 @@ class CharTokenizer(TokenizerSpec):
                                               special_tokens=SPECIALS, show_progress=False)
 
 
+@dataclass
+class ByteTokenizer(TokenizerSpec):
+    """One token per UTF-8 byte: a byte-level BPE without merges. The vocabulary is fixed (4
+    specials + 256 bytes), so training learns nothing and no text can produce <unk>."""
+
+    name: str = "byte"
+
+    def train(self, texts: Iterable[str]) -> TrainedTokenizer:
+        vocab = {t: i for i, t in enumerate(SPECIALS + sorted(pre_tokenizers.ByteLevel.alphabet()))}
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+        tok.add_special_tokens(SPECIALS)
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        return TrainedTokenizer(tok, self.name)
+
+
+@dataclass
+class _SizedSpec(TokenizerSpec):
+    """A learned vocabulary of at most ``vocab_size`` entries, the 4 specials included."""
+
+    vocab_size: int = 1000
+    #: the smallest sensible vocabulary (below it the trainer cannot honour vocab_size)
+    min_vocab: ClassVar[int] = len(SPECIALS) + 1
+
+    def __post_init__(self):
+        if int(self.vocab_size) < self.min_vocab:
+            raise ConfigError(f"tokenizer.vocab_size={self.vocab_size} is too small for tokenizer="
+                              f"{self.name}: it must be >= {self.min_vocab} (the {len(SPECIALS)} "
+                              f"specials included)")
+
+
+@dataclass
+class WordTokenizer(_SizedSpec):
+    """Word level: pre-tokens of ``WORD_PATTERN`` are the tokens; out-of-vocabulary words <unk>."""
+
+    name: str = "word"
+    vocab_size: int = 20000
+    min_frequency: int = 1
+
+    def build(self):
+        tok = Tokenizer(models.WordLevel(unk_token=UNK))
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")
+        tok.decoder = decoders.Fuse()
+        return tok, trainers.WordLevelTrainer(vocab_size=self.vocab_size, min_frequency=self.min_frequency,
+                                              special_tokens=SPECIALS, show_progress=False)
+
+
+@dataclass
+class BPETokenizer(_SizedSpec):
+    """Byte-level BPE (Sennrich et al. 2016; GPT-2's byte alphabet): never <unk>."""
+
+    name: str = "bpe"
+    min_frequency: int = 2
+    min_vocab: ClassVar[int] = len(SPECIALS) + 256  # the byte alphabet
+
+    def build(self):
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        return tok, trainers.BpeTrainer(vocab_size=self.vocab_size, min_frequency=self.min_frequency,
+                                        special_tokens=SPECIALS, show_progress=False,
+                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+
+
+@dataclass
+class WordPieceTokenizer(_SizedSpec):
+    """WordPiece (Schuster & Nakajima 2012; BERT's greedy longest-match) over ``WORD_PATTERN``
+    pre-tokens, so whitespace is kept; a pre-token with an unseen character becomes one <unk>."""
+
+    name: str = "wordpiece"
+    min_frequency: int = 1
+
+    def build(self):
+        tok = Tokenizer(models.WordPiece(unk_token=UNK, max_input_chars_per_word=1000))
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")
+        # pieces are substrings of the text: drop the "##" continuation marks and concatenate
+        tok.decoder = decoders.Sequence([decoders.Replace("##", ""), decoders.Fuse()])
+        return tok, trainers.WordPieceTrainer(vocab_size=self.vocab_size, min_frequency=self.min_frequency,
+                                              special_tokens=SPECIALS, show_progress=False)
+
+
+@dataclass
+class UnigramTokenizer(_SizedSpec):
+    """Unigram LM (Kudo 2018, SentencePiece): spaces become ``▁`` and start pieces."""
+
+    name: str = "unigram"
+
+    def build(self):
+        tok = Tokenizer(models.Unigram())
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
+        tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="never")
+        return tok, trainers.UnigramTrainer(vocab_size=self.vocab_size, special_tokens=SPECIALS,
+                                            unk_token=UNK, show_progress=False)
+
+
 def corpus_fingerprint(texts: Iterable[str]) -> str:
     h = hashlib.sha256()
     for t in texts:
@@ -107,17 +230,22 @@ def corpus_fingerprint(texts: Iterable[str]) -> str:
     return h.hexdigest()[:16]
 
 
+def cache_path(spec: TokenizerSpec, train_texts: list[str], cache_dir: str | Path) -> Path:
+    """Where ``spec`` trained on ``train_texts`` is cached: keyed by (corpus fingerprint, spec)."""
+    key = hashlib.sha256((corpus_fingerprint(train_texts) + spec.fingerprint()).encode()).hexdigest()[:16]
+    return Path(cache_dir) / "tokenizers" / f"{spec.name}-{key}" / "tokenizer.json"
+
+
 def train_or_load(spec: TokenizerSpec, train_texts: list[str], cache_dir: str | Path | None) -> TrainedTokenizer:
     """Train ``spec`` on the training texts, cached on disk by (corpus fingerprint, spec)."""
     if cache_dir is None:
         return spec.train(iter(train_texts))
-    key = hashlib.sha256((corpus_fingerprint(train_texts) + spec.fingerprint()).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / "tokenizers" / f"{spec.name}-{key}" / "tokenizer.json"
+    path = cache_path(spec, train_texts, cache_dir)
     if path.is_file():
         return TrainedTokenizer(Tokenizer.from_file(str(path)), spec.name)
     trained = spec.train(iter(train_texts))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f"tokenizer.{uuid.uuid4().hex[:8]}.tmp")
     trained.save(tmp)
     tmp.replace(path)  # atomic: parallel sweep jobs never read a half-written file
     return trained

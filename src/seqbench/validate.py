@@ -46,9 +46,51 @@ def check_overrides(overrides: Iterable[str], conf_dir: Path = CONF_DIR) -> None
                 raise choice_error(group, v, valid)
 
 
-TASKS = ("lm",)
+TASKS = ("lm", "classify", "adding", "copy")
+#: tasks over numbers (seqbench.tasks.longrange): unidirectional, no text embedding to train
+LONG_RANGE_TASKS = ("adding", "copy")
 CLIP_ALGORITHMS = ("norm", "value")
 LOGGERS = ("mlflow", "none")
+
+
+def data_task(data: str, conf_dir: Path = CONF_DIR) -> str:
+    """The task a ``data=`` option serves: its YAML's ``task:`` (``lm`` when absent)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(conf_dir / "data" / f"{data}.yaml").get("task", "lm")
+
+
+def datasets_for(task: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """The ``data=`` options serving ``task``."""
+    return [name for name in group_options("data", conf_dir) if data_task(name, conf_dir) == task]
+
+
+def check_task_data(cfg: DictConfig) -> None:
+    """``task=classify data=timemachine`` (a corpus without labels) and the like: one line."""
+    serves = cfg.data.get("task", "lm")
+    if serves != cfg.task.name:
+        raise ConfigError(f"data={cfg.data.name} is a dataset for task={serves}, not task={cfg.task.name}; "
+                          f"datasets for task={cfg.task.name}: {', '.join(datasets_for(cfg.task.name)) or 'none'}")
+
+
+def check_long_range(cfg: DictConfig) -> None:
+    """Long-range tasks (and any task's ``recurrent_init``): one line for each impossible choice."""
+    from seqbench.init import check_scheme
+
+    task = cfg.task.name
+    check_scheme(cfg.task.get("recurrent_init", "default"), cfg.task.get("recurrent_scale", 1.0))
+    if task not in LONG_RANGE_TASKS:
+        return
+    if cfg.model.get("bidirectional", False):
+        raise ConfigError(f"model={cfg.model.name} is bidirectional: task={task} reads the state left to right "
+                          f"(and the gradient probe steps through time); use a unidirectional model, e.g. model=lstm")
+    embedding = cfg.embedding.name
+    if task == "adding" and embedding != "learned":
+        raise ConfigError(f"embedding={embedding} does not apply to task=adding: its inputs are real-valued "
+                          f"(value, marker) pairs fed straight to the recurrent stack; keep the default embedding")
+    if task == "copy" and embedding not in ("learned", "onehot"):
+        raise ConfigError(f"embedding={embedding} does not apply to task=copy (its symbols are not text); "
+                          f"valid choices: learned, onehot")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -57,6 +99,8 @@ def validate(cfg: DictConfig) -> None:
 
     if cfg.task.name not in TASKS:
         raise choice_error("task", cfg.task.name, TASKS)
+    check_task_data(cfg)
+    check_long_range(cfg)
     resolve_impl(cfg.model.cell, cfg.model.get("impl", "auto"))
     if cfg.task.name == "lm" and cfg.model.get("bidirectional", False):
         raise ConfigError(f"model={cfg.model.name} is bidirectional and cannot generate left to right: "
@@ -68,8 +112,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"model.{key}={cfg.model[key]} must be >= 1")
     if not 0.0 <= float(cfg.model.get("dropout", 0.0)) < 1.0:
         raise ConfigError(f"model.dropout={cfg.model.dropout} must be in [0, 1)")
-    for key in ("batch_size", "eval_batch_size", "bptt"):
-        if key in cfg.task and int(cfg.task[key]) < 1:
+    for key in ("batch_size", "eval_batch_size", "bptt", "max_length"):
+        if cfg.task.get(key) is not None and int(cfg.task[key]) < 1:
             raise ConfigError(f"task.{key}={cfg.task[key]} must be >= 1")
     if cfg.task.get("optimizer", "adam") not in ("adam", "sgd"):
         raise choice_error("task.optimizer", cfg.task.optimizer, ("adam", "sgd"))
@@ -81,3 +125,4 @@ def validate(cfg: DictConfig) -> None:
     if cfg.logger.name not in LOGGERS:
         raise choice_error("logger", cfg.logger.name, LOGGERS)
     instantiate(cfg.decoding)  # strategies validate their own parameters
+    instantiate(cfg.tokenizer)  # so do tokenizer specs (vocab_size)

@@ -2,9 +2,17 @@
 
 ``build_stack`` is the Hydra ``_target_`` of every ``conf/model/*.yaml``: it picks the fused torch
 module or the from-scratch implementation of the named cell (``impl: auto | fused | scratch``).
+
+Adding a cell = one class + one YAML file: in a module of this package, subclass
+``scratch.ScratchStack`` (gate names, ``cell_step``, optionally a fast ``recurrence``), decorate
+it with ``@register_scratch("name")``, and write ``conf/model/<name>.yaml``. Modules here are
+imported (and their cells registered) on ``import seqbench.cells``.
 """
 
 from __future__ import annotations
+
+import importlib
+import pkgutil
 
 from seqbench.cells.base import RecurrentStack, State, detach_state, select_state
 from seqbench.cells.fused import FusedStack
@@ -12,7 +20,11 @@ from seqbench.errors import ConfigError, choice_error
 
 #: cells torch ships a fused kernel for
 FUSED_CELLS = ("rnn", "lstm", "gru")
-#: name -> from-scratch RecurrentStack subclass (filled by seqbench.cells.scratch modules)
+#: cells whose state is (h, c) and whose forget-gate bias is initialised (``forget_bias``)
+LSTM_FAMILY = ("lstm", "peephole", "cifg")
+#: forget-gate bias init of the LSTM family when the config gives none (Jozefowicz et al. 2015)
+DEFAULT_FORGET_BIAS = 1.0
+#: name -> from-scratch RecurrentStack subclass (filled by the cell modules imported below)
 SCRATCH_CELLS: dict[str, type[RecurrentStack]] = {}
 IMPLS = ("auto", "fused", "scratch")
 
@@ -51,19 +63,31 @@ def build_stack(cell: str, input_size: int, hidden_size: int, num_layers: int = 
                 bidirectional: bool = False, dropout: float = 0.0, impl: str = "auto",
                 nonlinearity: str = "tanh", forget_bias: float | None = None,
                 name: str | None = None, **cell_options) -> RecurrentStack:
-    """Build the recurrent stack a ``conf/model/<name>.yaml`` describes."""
+    """Build the recurrent stack a ``conf/model/<name>.yaml`` describes.
+
+    ``forget_bias`` (LSTM family only; default 1.0 on both paths) sets the forget gate's
+    effective bias ``b_ih + b_hh``; ``nonlinearity`` (tanh | relu) is for ``rnn`` only.
+    """
     which = resolve_impl(cell, impl)
     kwargs = dict(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers,
                   bidirectional=bidirectional, dropout=dropout)
     if cell == "rnn":
         kwargs["nonlinearity"] = nonlinearity
-    if forget_bias is not None and cell not in ("rnn", "gru"):
-        kwargs["forget_bias"] = forget_bias
+    if cell in LSTM_FAMILY:
+        kwargs["forget_bias"] = DEFAULT_FORGET_BIAS if forget_bias is None else forget_bias
     if which == "fused":
         return FusedStack(cell, **kwargs, **cell_options)
     return SCRATCH_CELLS[cell](**kwargs, **cell_options)
 
 
+# Every other module of this package holds cells that register themselves on import (they need
+# register_scratch above): a new ``cells/<family>.py`` is picked up without editing this file.
+from seqbench.cells.scratch import ScratchStack, copy_weights, load_fused_weights  # noqa: E402
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if _module not in ("base", "fused", "scratch"):
+        importlib.import_module(f"{__name__}.{_module}")
+
 __all__ = ["RecurrentStack", "State", "FusedStack", "build_stack", "register_scratch",
            "available_cells", "resolve_impl", "detach_state", "select_state", "FUSED_CELLS",
-           "SCRATCH_CELLS"]
+           "SCRATCH_CELLS", "LSTM_FAMILY", "ScratchStack", "copy_weights", "load_fused_weights"]

@@ -64,6 +64,22 @@ class LMDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.bptt = batch_size, eval_batch_size, bptt
         self.streams: dict[str, dict[str, torch.Tensor]] = {}
 
+    # -- what run.build asks of every datamodule ------------------------------------------------
+    @classmethod
+    def tokenizer_texts(cls, corpus: DatasetDict) -> list[str]:
+        """The training split as the stream reads it (texts joined by the separator): the
+        tokenizer (and word2vec) train on exactly that, and nothing else."""
+        return [t + cls.separator for t in corpus["train"]["text"]]
+
+    @classmethod
+    def from_config(cls, cfg, corpus: DatasetDict, tokenizer: TrainedTokenizer):
+        task = cfg.task
+        return cls(corpus, tokenizer, task.batch_size, task.eval_batch_size, task.bptt)
+
+    def task_kwargs(self) -> dict:
+        """Extra constructor arguments of the task module: the <unk> id (unk rate)."""
+        return {"unk_id": self.tokenizer.unk_id}
+
     def split_text(self, split: str) -> str:
         return self.separator.join(self.corpus[split]["text"])
 

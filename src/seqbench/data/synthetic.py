@@ -11,6 +11,9 @@ number ("attractors", Linzen et al. 2016)::
 
 A language model that predicts the main verb's number correctly has carried the subject's number
 across every attractor: a long-range dependency with a known right answer.
+
+Also here: counting ones (classification: how many 1s are in a bit string?). The long-range
+generators (adding problem, copy memory) are in :mod:`seqbench.data.synthetic_longrange`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ import re
 from dataclasses import dataclass
 
 from datasets import Dataset, DatasetDict
+
+from seqbench.data.sources import Corpus, labelled_dataset
+from seqbench.errors import ConfigError
 
 NOUNS = {"sg": ["dog", "cat", "author", "pilot", "farmer", "child", "teacher", "robot", "king", "bird"],
          "pl": ["dogs", "cats", "authors", "pilots", "farmers", "children", "teachers", "robots",
@@ -31,7 +37,7 @@ ADJS = ["happy", "tired", "clever", "quiet", "brave"]
 
 
 @dataclass
-class AgreementCorpus:
+class AgreementCorpus(Corpus):
     """Callable Hydra target: ``AgreementCorpus(...)()`` returns the DatasetDict.
 
     Each split is drawn from its own seeded stream, so validation/test sentences are generated
@@ -45,7 +51,7 @@ class AgreementCorpus:
     max_attractors: int = 3
     name: str = "synthetic"
 
-    def __call__(self) -> DatasetDict:
+    def load(self) -> DatasetDict:
         sizes = {"train": self.num_train, "validation": self.num_val, "test": self.num_test}
         splits = {}
         for offset, (split, n) in enumerate(sizes.items()):
@@ -69,6 +75,45 @@ def sentence(rng: random.Random, max_attractors: int) -> str:
     words += ["the", rng.choice(NOUNS[rng.choice(("sg", "pl"))])] if rng.random() < 0.6 \
         else [rng.choice(ADJS)]
     return " ".join(words) + " ."
+
+
+@dataclass
+class CountingOnes(Corpus):
+    """Counting ones: the text is a bit string (``"0110"``), the label how many 1s it holds.
+
+    Lengths are drawn uniformly from [min_length, length] (fixed when ``min_length`` is None), the
+    number of ones uniformly from 0..len (so every class is frequent), their positions at random.
+    Classes: 0..length. A recurrent classifier must count across the whole sequence.
+    """
+
+    name: str = "counting_ones"
+    task: str = "classify"
+    seed: int = 0
+    num_train: int = 4000
+    num_val: int = 500
+    num_test: int = 500
+    length: int = 12
+    min_length: int | None = None
+
+    def load(self) -> DatasetDict:
+        low = self.length if self.min_length is None else int(self.min_length)
+        if not 1 <= low <= self.length:
+            raise ConfigError(f"data.min_length={self.min_length} must be in [1, data.length={self.length}]")
+        names = [str(k) for k in range(self.length + 1)]
+        sizes = {"train": self.num_train, "validation": self.num_val, "test": self.num_test}
+        splits = {}
+        for split, n in sizes.items():
+            rng = random.Random(f"counting_ones/{self.seed}/{split}")
+            texts, labels = [], []
+            for _ in range(n):
+                size = rng.randint(low, self.length)
+                ones = rng.randint(0, size)
+                bits = ["1"] * ones + ["0"] * (size - ones)
+                rng.shuffle(bits)
+                texts.append("".join(bits))
+                labels.append(ones)
+            splits[split] = labelled_dataset(texts, labels, names)
+        return DatasetDict(splits)
 
 
 _NUMBER = {w: n for n, ws in NOUNS.items() for w in ws}

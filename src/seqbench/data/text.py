@@ -1,4 +1,4 @@
-"""Plain-text corpora read from local files (offline) with HF ``datasets``' text builder."""
+"""Plain-text corpora: one local file split contiguously, or the same corpus's splits on the hub."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 
+from seqbench.data.sources import Corpus, load_hub, normalise_splits
 from seqbench.errors import DataError
 
 
@@ -35,22 +36,35 @@ def d2l_normalize(text: str) -> str:
 
 
 @dataclass
-class LocalTextCorpus:
-    """One text file, split contiguously: train = head, then validation, then test (the tail)."""
+class LocalTextCorpus(Corpus):
+    """One text file, split contiguously: train = head, then validation, then test (the tail).
 
-    path: str
+    With a ``hub_id``, a missing local file falls back to that hub dataset's own splits (Tiny
+    Shakespeare's hub copy has the same contiguous 90/5/5 split).
+    """
+
     name: str = "text"
+    path: str | None = None
     url: str | None = None
     normalize: str = "none"          # none | d2l
     val_fraction: float = 0.05
     test_fraction: float = 0.05
+    hub_id: str | None = None
+    hub_config: str | None = None
 
-    def __call__(self) -> DatasetDict:
-        text = read_text(self.path, url=self.url)
-        if self.normalize == "d2l":
-            text = d2l_normalize(text)
+    def load(self) -> DatasetDict:
+        if self.hub_id and not (self.path and Path(self.path).is_file()):
+            corpus = normalise_splits(load_hub(self.name, self.hub_id, self.hub_config, self.path))
+            return DatasetDict({s: Dataset.from_dict({"text": [self._normalise(t) for t in ds["text"]]})
+                                for s, ds in corpus.items()})
+        if self.path is None:
+            raise DataError(f"data={self.name}: no data.path given")
+        text = self._normalise(read_text(self.path, url=self.url))
         n = len(text)
-        a = int(n * (1 - self.val_fraction - self.test_fraction))
-        b = int(n * (1 - self.test_fraction))
+        b = n - round(n * self.test_fraction)      # test: the last test_fraction of the text
+        a = b - round(n * self.val_fraction)       # validation: the val_fraction before it
         parts = {"train": text[:a], "validation": text[a:b], "test": text[b:]}
         return DatasetDict({k: Dataset.from_dict({"text": [v]}) for k, v in parts.items()})
+
+    def _normalise(self, text: str) -> str:
+        return d2l_normalize(text) if self.normalize == "d2l" else text

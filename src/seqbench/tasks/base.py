@@ -18,7 +18,16 @@ def plain(cfg) -> dict:
 
 
 class RecurrentTask(pl.LightningModule):
-    """Builds ``self.embedding`` and ``self.stack`` from their config dicts (Hydra ``_target_``)."""
+    """Builds ``self.embedding`` and ``self.stack`` from their config dicts (Hydra ``_target_``).
+
+    A task class also tells ``run`` how to feed and finish it, so ``run`` stays generic:
+    ``datamodule_class`` batches its data (it names the tokenizer's training texts, is built from
+    the config and passes extra constructor arguments via ``task_kwargs()``), and ``generates``
+    says whether samples are generated after testing.
+    """
+
+    datamodule_class: type | None = None
+    generates: bool = False
 
     def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: str = "adam",
                  lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.0, **_):

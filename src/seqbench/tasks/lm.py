@@ -21,23 +21,32 @@ from torch import Tensor, nn
 from torchmetrics import SumMetric
 
 from seqbench.cells import detach_state
+from seqbench.data.lm import LMDataModule
 from seqbench.errors import ConfigError
+from seqbench.init import init_recurrent
+from seqbench.metrics.agreement import agreement_accuracy
+from seqbench.metrics.gradients import GradientProbe
 from seqbench.tasks.base import RecurrentTask
 
 EVAL_STAGES = ("val", "test")
-SUMS = ("nll", "tokens", "chars", "bytes")
+SUMS = ("nll", "tokens", "chars", "bytes", "unk")
 
 
-class LanguageModel(RecurrentTask):
+class LanguageModel(GradientProbe, RecurrentTask):
+    datamodule_class = LMDataModule
+    generates = True
+
     def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: str = "adam",
                  lr: float = 3e-3, weight_decay: float = 0.0, momentum: float = 0.0,
-                 head_dropout: float = 0.0, **task_options):
+                 head_dropout: float = 0.0, unk_id: int | None = None, **task_options):
         super().__init__(vocab_size, model, embedding, optimizer, lr, weight_decay, momentum)
         self.save_hyperparameters(logger=False)
         if self.stack.bidirectional:
             raise ConfigError(f"model={model.get('name', model.get('cell'))} is bidirectional and cannot "
                               f"generate left to right: task=lm needs bidirectional=false "
                               f"(use task=classify for bidirectional models)")
+        init_recurrent(self.stack, task_options.get("recurrent_init", "default"),
+                       task_options.get("recurrent_scale", 1.0))
         self.head_drop = nn.Dropout(head_dropout)
         self.head = nn.Linear(self.stack.output_size, vocab_size)
         self.sums = nn.ModuleDict({f"{stage}_{k}": SumMetric() for stage in EVAL_STAGES for k in SUMS})
@@ -53,6 +62,11 @@ class LanguageModel(RecurrentTask):
     def step(self, tokens: Tensor, state=None):
         """Incremental decoding interface: same as forward, in eval mode by the caller."""
         return self(tokens, state)
+
+    def probe_inputs(self, batch):
+        """Gradient-flow probe on one window: the loss is the NLL of its last target token."""
+        y_last = batch["y"][:, -1]
+        return self.embedding(batch["x"]), lambda h: F.cross_entropy(self.head(h), y_last, reduction="none")
 
     def _window(self, batch, stage: str) -> Tensor:
         """Per-token NLL (B, T) of one window, carrying the state of the previous window."""
@@ -84,7 +98,8 @@ class LanguageModel(RecurrentTask):
     def _eval_step(self, batch, stage):
         nll = self._window(batch, stage)
         sums = {"nll": nll.sum(), "tokens": nll.numel(), "chars": batch["chars"].sum(),
-                "bytes": batch["bytes"].sum()}
+                "bytes": batch["bytes"].sum(),
+                "unk": 0 if self.hparams.get("unk_id") is None else (batch["y"] == self.hparams.unk_id).sum()}
         for k, v in sums.items():
             self.sums[f"{stage}_{k}"].update(torch.as_tensor(v, dtype=torch.float64))
 
@@ -98,7 +113,8 @@ class LanguageModel(RecurrentTask):
         metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)),
                    "bits_per_char": totals["nll"] / (math.log(2) * max(totals["chars"], 1)),
                    "bits_per_byte": totals["nll"] / (math.log(2) * max(totals["bytes"], 1)),
-                   "tokens": totals["tokens"]}
+                   "tokens": totals["tokens"],
+                   "unk_rate": totals["unk"] / totals["tokens"]}  # share of targets that are <unk>
         for k, v in metrics.items():
             self.log(f"{stage}/{k}", v, prog_bar=k == "loss", sync_dist=False)
 
@@ -119,3 +135,7 @@ class LanguageModel(RecurrentTask):
 
     def on_test_epoch_end(self):
         self._eval_end("test")
+        data = getattr(self.trainer, "datamodule", None)  # agreement grammar only: acc by distance
+        if self.trainer.is_global_zero and isinstance(data, LMDataModule):
+            for k, v in agreement_accuracy(self, data.tokenizer, data.corpus["test"]["text"], data.separator).items():
+                self.log(f"test/{k}", v, rank_zero_only=True)

@@ -1,0 +1,297 @@
+"""The LSTM family from scratch: LSTM, peephole LSTM, coupled input-forget gate (CIFG).
+
+Notation (per layer and direction; sigma = logistic sigmoid, * = elementwise product)::
+
+    a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh          pre-activations, one block per gate
+    c_t = f * c_{t-1} + i * c~,    h_t = o * tanh(c_t)
+
+Each fast path is a ``torch.autograd.Function``: the forward (no autograd) keeps the gate
+activations, the backward walks the steps in reverse computing the gate gradients and takes the
+weight gradients as single matmuls over all steps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from seqbench.cells import register_scratch
+from seqbench.cells.scratch import (ForgetBiasMixin, ScratchStack, all_grads, backward_operand,
+                                    final_state, hidden_grad_step, input_projection, new_buffer,
+                                    rows, start_hidden_grad, steps)
+
+
+class LSTMRecurrence(torch.autograd.Function):
+    """One direction of an LSTM (gate order i, f, g=c~, o), optionally with peepholes.
+
+    forward::
+
+        i = sigma(a_i + p_i * c_{t-1}),  f = sigma(a_f + p_f * c_{t-1}),  c~ = tanh(a_g)
+        c_t = f * c_{t-1} + i * c~,      o = sigma(a_o + p_o * c_t),       h_t = o * tanh(c_t)
+
+    backward (dh: gradient w.r.t. h_t, dc: w.r.t. c_t from step t+1)::
+
+        da_o = dh * tanh(c_t) * o(1-o)
+        dc  += dh * o * (1 - tanh(c_t)^2) + p_o * da_o
+        da_i = dc * c~ * i(1-i),   da_f = dc * c_{t-1} * f(1-f),   da_g = dc * i * (1-c~^2)
+        dc_{t-1} = dc * f + p_i * da_i + p_f * da_f,    dh_{t-1} = dy_{t-1} + W_hh^T da
+    """
+
+    @staticmethod
+    def forward(ctx, peephole: bool, batch_sizes, last, x, w_ih, w_hh, b_ih, b_hh, h0, c0, *peep):
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        ns = steps(T, B, batch_sizes)
+        padded = ns[-1] < B
+        G = input_projection(x, w_ih, b_ih + b_hh)            # (T, B, 4H), activated in place
+        Y, C, TC = (new_buffer(G, (T, B, H), padded) for _ in range(3))
+        Gs, IF = G.unbind(0), G[..., :2 * H].unbind(0)
+        I, Fg, Cg, O = (G[..., k * H:(k + 1) * H].unbind(0) for k in range(4))
+        Ys, Cs, TCs = Y.unbind(0), C.unbind(0), TC.unbind(0)
+        w_hh_t = w_hh.t()
+        if peephole:
+            p_if, p_o = torch.stack(peep[:2]), peep[2]       # (2, H), (H,)
+        for t in range(T):
+            n = ns[t]
+            h_prev = h0[:n] if t == 0 else Ys[t - 1][:n]
+            c_prev = c0[:n] if t == 0 else Cs[t - 1][:n]
+            rows(Gs, t, n, B).addmm_(h_prev, w_hh_t)
+            i_f = rows(IF, t, n, B)
+            if peephole:
+                i_f.view(n, 2, H).addcmul_(c_prev.unsqueeze(1), p_if)
+            i_f.sigmoid_()
+            g = rows(Cg, t, n, B).tanh_()
+            c = torch.mul(rows(Fg, t, n, B), c_prev, out=rows(Cs, t, n, B))
+            c.addcmul_(rows(I, t, n, B), g)
+            o = rows(O, t, n, B)
+            if peephole:
+                o.addcmul_(c, p_o)
+            o.sigmoid_()
+            torch.mul(o, torch.tanh(c, out=rows(TCs, t, n, B)), out=rows(Ys, t, n, B))
+        ctx.peephole, ctx.ns = peephole, ns
+        ctx.save_for_backward(x, w_ih, w_hh, h0, c0, G, Y, C, TC, *peep)
+        return Y, final_state(Y, last), final_state(C, last)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dY, dhT, dcT):
+        x, w_ih, w_hh, h0, c0, G, Y, C, TC, *peep = ctx.saved_tensors
+        peephole, ns = ctx.peephole, ctx.ns
+        T, B, H = Y.shape
+        I, Fg, Cg, O = (G[..., k * H:(k + 1) * H].unbind(0) for k in range(4))
+        Cs, TCs = C.unbind(0), TC.unbind(0)
+        dG = new_buffer(G, G.shape, ns[-1] < B)
+        dGs, dIFG = dG.unbind(0), dG[..., :3 * H].unbind(0)
+        dI, dF, dCg, dO = (dG[..., k * H:(k + 1) * H].unbind(0) for k in range(4))
+        dYs = dY.unbind(0)
+        dh, dc = start_hidden_grad(dhT, dY, ns), dcT.clone()
+        w_back = backward_operand(w_hh)
+        ones, tmp = G.new_ones(B, H), G.new_empty(B, H)
+        if peephole:
+            p_i, p_f, p_o = peep
+        for t in range(T - 1, -1, -1):
+            n = ns[t]
+            i, f, g, o = (rows(v, t, n, B) for v in (I, Fg, Cg, O))
+            tc = rows(TCs, t, n, B)
+            c_prev = c0[:n] if t == 0 else Cs[t - 1][:n]
+            dh_, dc_, one, tmp_ = dh[:n], dc[:n], ones[:n], tmp[:n]
+            # output gate, then the gradient reaching c_t
+            do = torch.mul(dh_, tc, out=rows(dO, t, n, B))
+            do.mul_(torch.addcmul(o, o, o, value=-1, out=tmp_))
+            torch.addcmul(one, tc, tc, value=-1, out=tmp_).mul_(o)
+            dc_.addcmul_(tmp_, dh_)
+            if peephole:
+                dc_.addcmul_(do, p_o)
+            # input, forget and candidate gates: (i(1-i) c~, f(1-f) c_{t-1}, i(1-c~^2)) * dc
+            torch.addcmul(i, i, i, value=-1, out=rows(dI, t, n, B)).mul_(g)
+            torch.addcmul(f, f, f, value=-1, out=rows(dF, t, n, B)).mul_(c_prev)
+            torch.addcmul(one, g, g, value=-1, out=rows(dCg, t, n, B)).mul_(i)
+            rows(dIFG, t, n, B).view(n, 3, H).mul_(dc_.unsqueeze(1))
+            dc_.mul_(f)
+            if peephole:
+                dc_.addcmul_(rows(dI, t, n, B), p_i).addcmul_(rows(dF, t, n, B), p_f)
+            hidden_grad_step(dh, dYs, rows(dGs, t, n, B), w_back, t, ns)
+        dx, dw_ih, dw_hh, db = all_grads(dG, x, w_ih, Y, h0, ctx.needs_input_grad[3])
+        dpeep = ()
+        if peephole:                                         # sum_t da * c_{t-1} (i, f), da_o * c_t
+            c_prev_all = torch.cat([c0.unsqueeze(0), C[:-1]])
+            dpeep = ((dG[..., :H] * c_prev_all).sum((0, 1)), (dG[..., H:2 * H] * c_prev_all).sum((0, 1)),
+                     (dG[..., 3 * H:] * C).sum((0, 1)))
+        return (None, None, None, dx, dw_ih, dw_hh, db, db, dh, dc, *dpeep)
+
+
+class CIFGRecurrence(torch.autograd.Function):
+    """One direction of a CIFG-LSTM (gate order f, g=c~, o; i = 1 - f).
+
+    forward::
+
+        f = sigma(a_f),  c~ = tanh(a_g),  o = sigma(a_o)
+        c_t = f * c_{t-1} + (1 - f) * c~ = c~ + f * (c_{t-1} - c~),    h_t = o * tanh(c_t)
+
+    backward::
+
+        da_o = dh * tanh(c_t) * o(1-o),          dc += dh * o * (1 - tanh(c_t)^2)
+        da_f = dc * (c_{t-1} - c~) * f(1-f),      da_g = dc * (1 - f) * (1 - c~^2)
+        dc_{t-1} = dc * f,                        dh_{t-1} = dy_{t-1} + W_hh^T da
+    """
+
+    @staticmethod
+    def forward(ctx, batch_sizes, last, x, w_ih, w_hh, b_ih, b_hh, h0, c0):
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        ns = steps(T, B, batch_sizes)
+        padded = ns[-1] < B
+        G = input_projection(x, w_ih, b_ih + b_hh)            # (T, B, 3H), activated in place
+        Y, C, TC = (new_buffer(G, (T, B, H), padded) for _ in range(3))
+        Gs = G.unbind(0)
+        Fg, Cg, O = (G[..., k * H:(k + 1) * H].unbind(0) for k in range(3))
+        Ys, Cs, TCs = Y.unbind(0), C.unbind(0), TC.unbind(0)
+        w_hh_t = w_hh.t()
+        for t in range(T):
+            n = ns[t]
+            h_prev = h0[:n] if t == 0 else Ys[t - 1][:n]
+            c_prev = c0[:n] if t == 0 else Cs[t - 1][:n]
+            rows(Gs, t, n, B).addmm_(h_prev, w_hh_t)
+            f = rows(Fg, t, n, B).sigmoid_()
+            g = rows(Cg, t, n, B).tanh_()
+            c = torch.sub(c_prev, g, out=rows(Cs, t, n, B))
+            c.mul_(f).add_(g)
+            o = rows(O, t, n, B).sigmoid_()
+            torch.mul(o, torch.tanh(c, out=rows(TCs, t, n, B)), out=rows(Ys, t, n, B))
+        ctx.ns = ns
+        ctx.save_for_backward(x, w_ih, w_hh, h0, c0, G, Y, C, TC)
+        return Y, final_state(Y, last), final_state(C, last)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dY, dhT, dcT):
+        x, w_ih, w_hh, h0, c0, G, Y, C, TC = ctx.saved_tensors
+        ns = ctx.ns
+        T, B, H = Y.shape
+        Fg, Cg, O = (G[..., k * H:(k + 1) * H].unbind(0) for k in range(3))
+        Cs, TCs = C.unbind(0), TC.unbind(0)
+        dG = new_buffer(G, G.shape, ns[-1] < B)
+        dGs = dG.unbind(0)
+        dF, dCg, dO = (dG[..., k * H:(k + 1) * H].unbind(0) for k in range(3))
+        dYs = dY.unbind(0)
+        dh, dc = start_hidden_grad(dhT, dY, ns), dcT.clone()
+        w_back = backward_operand(w_hh)
+        ones, tmp = G.new_ones(B, H), G.new_empty(B, H)
+        for t in range(T - 1, -1, -1):
+            n = ns[t]
+            f, g, o = (rows(v, t, n, B) for v in (Fg, Cg, O))
+            tc = rows(TCs, t, n, B)
+            c_prev = c0[:n] if t == 0 else Cs[t - 1][:n]
+            dh_, dc_, one, tmp_ = dh[:n], dc[:n], ones[:n], tmp[:n]
+            do = torch.mul(dh_, tc, out=rows(dO, t, n, B))
+            do.mul_(torch.addcmul(o, o, o, value=-1, out=tmp_))
+            torch.addcmul(one, tc, tc, value=-1, out=tmp_).mul_(o)
+            dc_.addcmul_(tmp_, dh_)
+            df = torch.sub(c_prev, g, out=rows(dF, t, n, B)).mul_(dc_)
+            df.mul_(torch.addcmul(f, f, f, value=-1, out=tmp_))
+            dg = torch.addcmul(one, g, g, value=-1, out=rows(dCg, t, n, B)).mul_(dc_)
+            dg.mul_(torch.sub(one, f, out=tmp_))
+            dc_.mul_(f)
+            hidden_grad_step(dh, dYs, rows(dGs, t, n, B), w_back, t, ns)
+        dx, dw_ih, dw_hh, db = all_grads(dG, x, w_ih, Y, h0, ctx.needs_input_grad[2])
+        return None, None, dx, dw_ih, dw_hh, db, db, dh, dc
+
+
+class _LSTMBase(ForgetBiasMixin, ScratchStack):
+    has_cell_state = True
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bidirectional: bool = False, dropout: float = 0.0, forget_bias: float = 1.0):
+        super().__init__(input_size, hidden_size, num_layers, bidirectional, dropout)
+        self.set_forget_bias(forget_bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", forget_bias={self.forget_bias}"
+
+
+@register_scratch("lstm")
+class ScratchLSTM(_LSTMBase):
+    """LSTM (Hochreiter & Schmidhuber 1997) with the forget gate of Gers et al. (2000)::
+
+        i = sigma(W_ii x + b_ii + W_hi h + b_hi)     f = sigma(W_if x + b_if + W_hf h + b_hf)
+        c~ = tanh(W_ig x + b_ig + W_hg h + b_hg)     o = sigma(W_io x + b_io + W_ho h + b_ho)
+        c_t = f * c_{t-1} + i * c~                   h_t = o * tanh(c_t)
+
+    Parameters as ``nn.LSTM`` (gate order i, f, g=c~, o).
+    """
+
+    gates = ("i", "f", "g", "o")
+
+    def cell_step(self, x_t, state, params):
+        h, c = state
+        w_ih, w_hh, b_ih, b_hh = params[:4]
+        a_i, a_f, a_g, a_o = (x_t @ w_ih.t() + b_ih + h @ w_hh.t() + b_hh).chunk(4, 1)
+        i, f, g, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+        return (h, c), {"i": i, "f": f, "g": g, "o": o, "c": c, "h": h}
+
+    def recurrence(self, x, params, h0, c0, batch_sizes, last):
+        return LSTMRecurrence.apply(False, batch_sizes, last, x, *params, h0, c0)
+
+
+@register_scratch("peephole")
+class PeepholeLSTM(_LSTMBase):
+    """LSTM with diagonal peephole connections (Gers & Schmidhuber 2000, "Recurrent nets that
+    time and count"): the gates see the cell state, i and f the previous one, o the new one::
+
+        i = sigma(W_ii x + W_hi h_{t-1} + p_i * c_{t-1} + b_i)
+        f = sigma(W_if x + W_hf h_{t-1} + p_f * c_{t-1} + b_f)
+        c~ = tanh(W_ig x + W_hg h_{t-1} + b_g)
+        c_t = f * c_{t-1} + i * c~
+        o = sigma(W_io x + W_ho h_{t-1} + p_o * c_t + b_o)
+        h_t = o * tanh(c_t)
+
+    Parameters: those of ``nn.LSTM`` plus ``weight_ci/cf/co_l{k}{sfx}`` = p_i, p_f, p_o, each (H,).
+    """
+
+    gates = ("i", "f", "g", "o")
+    extra_params = ("weight_ci", "weight_cf", "weight_co")
+
+    def cell_step(self, x_t, state, params):
+        h, c_prev = state
+        w_ih, w_hh, b_ih, b_hh, p_i, p_f, p_o = params
+        a_i, a_f, a_g, a_o = (x_t @ w_ih.t() + b_ih + h @ w_hh.t() + b_hh).chunk(4, 1)
+        i = torch.sigmoid(a_i + p_i * c_prev)
+        f = torch.sigmoid(a_f + p_f * c_prev)
+        g = torch.tanh(a_g)
+        c = f * c_prev + i * g
+        o = torch.sigmoid(a_o + p_o * c)
+        h = o * torch.tanh(c)
+        return (h, c), {"i": i, "f": f, "g": g, "o": o, "c": c, "h": h}
+
+    def recurrence(self, x, params, h0, c0, batch_sizes, last):
+        return LSTMRecurrence.apply(True, batch_sizes, last, x, *params[:4], h0, c0, *params[4:])
+
+
+@register_scratch("cifg")
+class CIFGLSTM(_LSTMBase):
+    """Coupled input-forget gate LSTM (Greff et al. 2017, "LSTM: A Search Space Odyssey"): the
+    input gate is tied to the forget gate, i = 1 - f, saving a quarter of the weights::
+
+        f = sigma(W_if x + b_if + W_hf h + b_hf)     i = 1 - f
+        c~ = tanh(W_ig x + b_ig + W_hg h + b_hg)     o = sigma(W_io x + b_io + W_ho h + b_ho)
+        c_t = f * c_{t-1} + i * c~                   h_t = o * tanh(c_t)
+
+    Parameters as ``nn.LSTM`` without the input gate (gate order f, g=c~, o; 3H rows).
+    """
+
+    gates = ("f", "g", "o")
+
+    def cell_step(self, x_t, state, params):
+        h, c = state
+        w_ih, w_hh, b_ih, b_hh = params
+        a_f, a_g, a_o = (x_t @ w_ih.t() + b_ih + h @ w_hh.t() + b_hh).chunk(3, 1)
+        f, g, o = torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
+        i = 1 - f
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+        return (h, c), {"i": i, "f": f, "g": g, "o": o, "c": c, "h": h}
+
+    def recurrence(self, x, params, h0, c0, batch_sizes, last):
+        return CIFGRecurrence.apply(batch_sizes, last, x, *params, h0, c0)

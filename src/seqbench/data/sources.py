@@ -1,0 +1,194 @@
+"""Where corpora come from: local files first, the Hugging Face hub second, one clear error last.
+
+Every ``conf/data/<name>.yaml`` names a :class:`Corpus` subclass; calling it returns a
+``datasets.DatasetDict`` with exactly the splits ``train``/``validation``/``test``, a ``text``
+column and, for classification, an integer ``label`` column typed ``ClassLabel`` (so the number
+of classes travels with the data). ``task`` says which task the corpus serves (``lm``,
+``classify``, ...); :func:`seqbench.validate.validate` refuses other pairings before any run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+from seqbench.errors import DataError
+
+SPLITS = ("train", "validation", "test")
+#: split names used by hub datasets or classic distributions -> ours
+SPLIT_ALIASES = {"valid": "validation", "dev": "validation", "val": "validation", "validate": "validation"}
+DATA_VARIABLE = "SEQBENCH_DATA_DIR"
+
+
+@dataclass
+class Corpus:
+    """Base of every data target: ``Corpus(...)()`` -> checked DatasetDict. Subclasses implement
+    :meth:`load`."""
+
+    name: str = "corpus"
+    task: str = "lm"
+
+    def load(self) -> DatasetDict:
+        raise NotImplementedError
+
+    def __call__(self) -> DatasetDict:
+        return check_corpus(self.load(), self.name, labelled=self.task == "classify")
+
+
+def check_corpus(corpus: DatasetDict, name: str, labelled: bool = False) -> DatasetDict:
+    """Exactly train/validation/test, each non-empty, with text (and label); else a DataError."""
+    missing = [s for s in SPLITS if s not in corpus]
+    if missing:
+        raise DataError(f"corpus {name} has no {', '.join(missing)} split (it has: {', '.join(corpus)})")
+    corpus = DatasetDict({s: corpus[s] for s in SPLITS})
+    for split, ds in corpus.items():
+        if "text" not in ds.column_names:
+            raise DataError(f"corpus {name}: split {split!r} has no 'text' column (columns: "
+                            f"{', '.join(ds.column_names)})")
+        if len(ds) == 0 or not any(t.strip() for t in ds["text"]):
+            raise DataError(f"corpus {name}: the {split} split is empty")
+        if labelled and "label" not in ds.column_names:
+            raise DataError(f"corpus {name}: split {split!r} has no 'label' column for classification")
+    return corpus
+
+
+def hub_unreachable() -> str | None:
+    """Why the hub cannot be reached, checked cheaply (offline mode, or its host does not
+    resolve and no proxy is set), instead of waiting through the hub client's retries."""
+    from datasets import config
+    from huggingface_hub import constants
+
+    if config.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as e:
+        return f"cannot resolve {host}: {e.strerror or e}"
+    return None
+
+
+def load_hub(name: str, hub_id: str, hub_config: str | None, tried: str | None) -> DatasetDict:
+    """``datasets.load_dataset(hub_id, hub_config)``, or one DataError naming the local path that
+    was tried and the variable to set."""
+    reason = hub_unreachable()
+    if reason is None:
+        from datasets import load_dataset
+
+        try:
+            return load_dataset(hub_id, hub_config)
+        except Exception as e:  # the hub client raises many kinds; the user needs one line
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    where = f"no local copy at {tried}" if tried else "no local path configured"
+    config = f" (config {hub_config!r})" if hub_config else ""
+    raise DataError(f"data={name}: {where}, and the HF hub dataset {hub_id!r}{config} could not be "
+                    f"loaded ({reason}); set {DATA_VARIABLE} to the folder holding {name}'s files "
+                    f"(e.g. {DATA_VARIABLE}=../shared/data) or data.path=/abs/path, or run online")
+
+
+def normalise_splits(corpus: DatasetDict) -> DatasetDict:
+    """Rename split aliases (dev, valid, ...) to ours; drop others (e.g. IMDb's 'unsupervised')."""
+    out = {}
+    for split, ds in corpus.items():
+        ours = SPLIT_ALIASES.get(split, split)
+        if ours in SPLITS:
+            out[ours] = ds
+    return DatasetDict(out)
+
+
+def carve_validation(corpus: DatasetDict, fraction: float, seed: int) -> DatasetDict:
+    """A source without a validation split: a seeded random ``fraction`` of train validates."""
+    if "validation" in corpus:
+        return corpus
+    parts = corpus["train"].train_test_split(test_size=fraction, seed=seed, shuffle=True)
+    return DatasetDict({"train": parts["train"], "validation": parts["test"], "test": corpus["test"]})
+
+
+def with_labels(ds: Dataset, names: list[str]) -> Dataset:
+    """Type ``label`` as ClassLabel(names): the number of classes travels with the data."""
+    feature = ds.features["label"]
+    if isinstance(feature, ClassLabel) and feature.names == list(names):
+        return ds
+    return ds.cast_column("label", ClassLabel(names=list(names)))
+
+
+def labelled_dataset(texts: list[str], labels: list[int], names: list[str]) -> Dataset:
+    """A ``text`` + ``label`` split, labels typed ClassLabel(names)."""
+    return Dataset.from_dict({"text": texts, "label": labels},
+                             features=Features({"text": Value("string"), "label": ClassLabel(names=list(names))}))
+
+
+@dataclass
+class HubCorpus(Corpus):
+    """A corpus with a local copy under ``path`` (read first when it exists) and a hub id.
+
+    Local ``path`` is either a folder with one text file per split (``files``: split -> file
+    name, e.g. WikiText's ``wiki.train.raw``) or a snapshot of the hub repository (its data files,
+    loaded with ``datasets.load_dataset(path)``). Hub columns ``text_column``/``label_column`` are
+    renamed to ``text``/``label``; a source without validation split gets a seeded
+    ``val_fraction`` of train (IMDb).
+    """
+
+    path: str | None = None
+    hub_id: str | None = None
+    hub_config: str | None = None
+    files: dict | None = None
+    text_column: str = "text"
+    label_column: str | None = None
+    label_names: list | None = None
+    val_fraction: float = 0.1
+    split_seed: int = 0
+
+    def load(self) -> DatasetDict:
+        local = Path(self.path) if self.path else None
+        if local is not None and local.exists():
+            corpus = self.load_local(local)
+        elif self.hub_id:
+            corpus = load_hub(self.name, self.hub_id, self.hub_config, self.path)
+        else:
+            raise DataError(f"data={self.name}: corpus not found at {self.path} (set {DATA_VARIABLE} "
+                            f"to the folder holding it, e.g. {DATA_VARIABLE}=../shared/data, or "
+                            f"data.path=/abs/path)")
+        return self.standardise(normalise_splits(corpus))
+
+    def load_local(self, path: Path) -> DatasetDict:
+        from seqbench.data.text import read_text
+
+        if self.files:
+            return DatasetDict({s: Dataset.from_dict({self.text_column: [read_text(path / f)]})
+                                for s, f in self.files.items()})
+        if not path.is_dir():
+            raise DataError(f"data={self.name}: data.path={path} must be a folder holding a snapshot of "
+                            f"the hub repository {self.hub_id}")
+        from datasets import load_dataset
+
+        try:
+            return load_dataset(str(path), self.hub_config)
+        except Exception as e:
+            raise DataError(f"data={self.name}: cannot read the local copy at {path}: "
+                            f"{(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
+
+    def standardise(self, corpus: DatasetDict) -> DatasetDict:
+        corpus = carve_validation(corpus, self.val_fraction, self.split_seed)
+        out = {}
+        for split, ds in corpus.items():
+            keep = {self.text_column: "text"}
+            if self.label_column:
+                keep[self.label_column] = "label"
+            missing = [c for c in keep if c not in ds.column_names]
+            if missing:
+                raise DataError(f"data={self.name}: split {split!r} has no column {missing[0]!r} "
+                                f"(columns: {', '.join(ds.column_names)}); set data.text_column/"
+                                f"data.label_column")
+            ds = ds.select_columns(list(keep)).rename_columns({k: v for k, v in keep.items() if k != v})
+            if self.label_column and self.label_names:
+                ds = with_labels(ds, self.label_names)
+            out[split] = ds
+        return DatasetDict(out)

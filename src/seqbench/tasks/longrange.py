@@ -1,0 +1,209 @@
+"""Long-range dependency tasks: the adding problem (regression) and copy memory (per-step recall).
+
+Both read numbers, not text, so ``run.build``'s tokenizer is unused here (the datamodules give it a
+tiny fixed text). What replaces the token embedding:
+
+* adding: the inputs are real-valued pairs x_t = (u_t, m_t). They go to the recurrent stack as
+  they are (:class:`RealInput`, ``dim = 2``): the stack's own input weights W_ih x_t *are* the
+  input projection, and a separate ``Linear(2, d)`` in front would compose with W_ih into one
+  linear map (more parameters, no more expressiveness). The ``embedding`` group does not apply.
+* copy: the inputs are K + 2 discrete symbols (blank, K symbols, delimiter), so a token embedding
+  is right; it is built by the ``embedding`` group (``learned`` or ``onehot``) over those K + 2
+  symbols, not over the unused tokenizer's vocabulary.
+
+Models and losses (unidirectional stack; h_T = top layer's state after the last step)::
+
+    adding:  y^ = w . h_T + b,               L = (y^ - y)^2               baseline y^ = 1: MSE 1/6
+    copy:    p(y_t | x_<=t) = softmax(W h_t + b) over {blank, 1..K},  L = mean_t CE_t
+             baseline (memoryless): CE = copy_length * ln K / (delay + 2 * copy_length)
+
+Both apply ``recurrent_init`` / ``recurrent_scale`` (:mod:`seqbench.init`) to the stack and carry
+the gradient-flow probe (:class:`seqbench.metrics.gradients.GradientProbe`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from seqbench.data.longrange import ADDING_BASELINE_MSE, AddingDataModule, CopyDataModule, copy_baseline
+from seqbench.errors import ConfigError
+from seqbench.init import init_recurrent
+from seqbench.metrics.gradients import GradientProbe
+from seqbench.models import Embedding
+from seqbench.tasks.base import RecurrentTask
+
+STAGES = ("train", "val", "test")
+
+
+class RealInput(Embedding):
+    """Real-valued input channels passed through: ``(B, T, channels) -> (B, T, channels)``.
+
+    Stands where a token embedding stands; the first recurrent layer's W_ih projects it."""
+
+    def __init__(self, channels: int, **_):
+        super().__init__()
+        self.dim = channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class LongRangeTask(GradientProbe, RecurrentTask):
+    """Shared by the long-range tasks: unidirectional stack, recurrent init, probe, throughput."""
+
+    def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: str = "adam",
+                 lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.0,
+                 recurrent_init: str = "default", recurrent_scale: float = 1.0, **_):
+        super().__init__(vocab_size, model, embedding, optimizer, lr, weight_decay, momentum)
+        if self.stack.bidirectional:
+            raise ConfigError(f"model={model.get('name', model.get('cell'))} is bidirectional: the long-range "
+                              f"tasks read the state left to right (use a unidirectional model)")
+        init_recurrent(self.stack, recurrent_init, recurrent_scale)
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+
+class AddingTask(LongRangeTask):
+    """Adding problem: regress y = sum_t m_t u_t from the final state (see the module docstring).
+
+    Metrics: ``{stage}/loss`` = ``{stage}/mse`` (mean over examples), and on val/test
+    ``{stage}/baseline_mse`` (the trivial predictor y^ = 1 on the same examples, ~1/6) and
+    ``{stage}/mse_ratio`` = mse / baseline_mse (< 1: the model beats the baseline).
+    """
+
+    datamodule_class = AddingDataModule
+    generates = False
+
+    def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: str = "adam",
+                 lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.0,
+                 recurrent_init: str = "default", recurrent_scale: float = 1.0, probe: bool = True,
+                 probe_batch_size: int = 32, **task_options):
+        super().__init__(vocab_size, model, {"_target_": f"{__name__}.RealInput", "channels": 2},
+                         optimizer, lr, weight_decay, momentum, recurrent_init, recurrent_scale)
+        self.save_hyperparameters(logger=False)
+        self.head = nn.Linear(self.stack.output_size, 1)
+        self.sums = nn.ModuleDict({f"{s}_{k}": MeanMetric() for s in STAGES for k in ("mse", "baseline_mse")})
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B, T, 2) -> prediction (B,)."""
+        out, _ = self.stack(self.embedding(x))
+        return self.head(out[:, -1]).squeeze(-1)
+
+    def probe_inputs(self, batch):
+        y = batch["y"]
+        return self.embedding(batch["x"]), lambda h: (self.head(h).squeeze(-1) - y) ** 2
+
+    def _step(self, batch, stage: str) -> Tensor:
+        y = batch["y"]
+        se = (self(batch["x"]) - y) ** 2
+        loss = se.mean()
+        n = y.numel()
+        self.sums[f"{stage}_mse"].update(se.detach())
+        self.sums[f"{stage}_baseline_mse"].update((y - 1.0) ** 2)
+        if stage == "train":
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=n)
+        return loss
+
+    def _epoch_end(self, stage: str) -> None:
+        mse, base = self.sums[f"{stage}_mse"], self.sums[f"{stage}_baseline_mse"]
+        if mse.update_count == 0:
+            return
+        values = {"mse": float(mse.compute()), "baseline_mse": float(base.compute())}
+        mse.reset()
+        base.reset()
+        if stage == "train":
+            return
+        values["loss"] = values["mse"]
+        values["mse_ratio"] = values["mse"] / values["baseline_mse"]
+        for k, v in values.items():
+            self.log(f"{stage}/{k}", v, prog_bar=k == "mse")
+
+    def on_train_epoch_end(self):
+        self._epoch_end("train")
+
+    def on_validation_epoch_end(self):
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self):
+        self._epoch_end("test")
+
+
+class CopyTask(LongRangeTask):
+    """Copy memory: predict the target symbol (blank or 1..K) at every step.
+
+    Metrics: ``{stage}/loss`` (cross-entropy per step, over all steps), ``{stage}/recall_accuracy``
+    (argmax accuracy on the ``copy_length`` recall steps only), and on val/test the memoryless
+    baselines ``{stage}/baseline_loss`` (the formula above) and ``{stage}/baseline_recall_accuracy``
+    = 1/K, plus ``{stage}/loss_ratio`` = loss / baseline_loss.
+    """
+
+    datamodule_class = CopyDataModule
+    generates = False
+
+    def __init__(self, vocab_size: int, model: dict, embedding: dict, num_symbols: int = 8,
+                 copy_length: int = 10, delay: int = 100, optimizer: str = "adam", lr: float = 1e-3,
+                 weight_decay: float = 0.0, momentum: float = 0.0, recurrent_init: str = "default",
+                 recurrent_scale: float = 1.0, probe: bool = True, probe_batch_size: int = 32, **task_options):
+        # inputs: blank 0, symbols 1..K, delimiter K+1 (the tokenizer's vocabulary is not used)
+        super().__init__(num_symbols + 2, model, embedding, optimizer, lr, weight_decay, momentum,
+                         recurrent_init, recurrent_scale)
+        self.save_hyperparameters(logger=False)
+        self.head = nn.Linear(self.stack.output_size, num_symbols + 1)
+        self.baseline = copy_baseline(num_symbols, copy_length, delay)
+        self.sums = nn.ModuleDict({f"{s}_{k}": MeanMetric() for s in STAGES for k in ("loss", "recall_accuracy")})
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B, T) symbols -> logits (B, T, K + 1)."""
+        out, _ = self.stack(self.embedding(x))
+        return self.head(out)
+
+    def probe_inputs(self, batch):
+        y_last = batch["y"][:, -1]
+        return self.embedding(batch["x"]), lambda h: F.cross_entropy(self.head(h), y_last, reduction="none")
+
+    def _step(self, batch, stage: str) -> Tensor:
+        y, L = batch["y"], self.hparams.copy_length
+        logits = self(batch["x"])
+        ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+        loss = ce.mean()
+        correct = (logits[:, -L:].argmax(-1) == y[:, -L:]).float()
+        self.sums[f"{stage}_loss"].update(ce.detach())
+        self.sums[f"{stage}_recall_accuracy"].update(correct)
+        if stage == "train":
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True,
+                     batch_size=y.shape[0])
+        return loss
+
+    def _epoch_end(self, stage: str) -> None:
+        loss, acc = self.sums[f"{stage}_loss"], self.sums[f"{stage}_recall_accuracy"]
+        if loss.update_count == 0:
+            return
+        values = {"loss": float(loss.compute()), "recall_accuracy": float(acc.compute())}
+        loss.reset()
+        acc.reset()
+        if stage != "train":
+            values.update(baseline_loss=self.baseline, loss_ratio=values["loss"] / self.baseline,
+                          baseline_recall_accuracy=1.0 / self.hparams.num_symbols)
+        for k, v in values.items():
+            if stage != "train" or k == "recall_accuracy":
+                self.log(f"{stage}/{k}", v, prog_bar=k in ("loss", "recall_accuracy"))
+
+    def on_train_epoch_end(self):
+        self._epoch_end("train")
+
+    def on_validation_epoch_end(self):
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self):
+        self._epoch_end("test")
+
