@@ -240,7 +240,7 @@ def main(argv=None) -> None:
 
     info = machine_info(device)
     info["torch threads (intra-op)"] = ", ".join(map(str, thread_counts))
-    reference = "cuDNN" if device == "cuda" else "oneDNN (torch's CPU RNN kernels)"
+    reference = "cuDNN" if device == "cuda" else "oneDNN, torch's CPU RNN kernels"
     text = "\n".join([
         f"# Recurrent cells: forward+backward throughput ({device}){' - quick' if args.quick else ''}",
         "",

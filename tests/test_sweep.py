@@ -90,9 +90,10 @@ def test_sweep_is_fault_tolerant_resumable_and_reported(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     md = (tmp_path / "reports" / "smoke" / "report.md").read_text()
     assert "## lm / synthetic" in md and "Protocol: task **lm**, data **synthetic**" in md
-    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    labels = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")]
+    assert sum(label.startswith("★ ") for label in labels) == 1  # exactly one best row
+    rows = {line.split("|")[1].strip().removeprefix("★ "): line for line in md.splitlines() if line.startswith("| ")}
     assert "(n=2)" in rows["rnn"] and "2/2" in rows["rnn"] and "(n=2)" in rows["gru"]
-    assert sum(label.startswith("★ ") for label in rows) == 1
     assert "0/2" in rows["lstm"]
     failed = [line for line in md.splitlines() if "| FAILED |" in line]
     assert len(failed) == 2 and all("training diverged" in line for line in failed)

@@ -204,9 +204,11 @@ def collect(bench: Benchmark, expected, runs: pd.DataFrame) -> dict:
             "labels": labels}
 
 
-# -- rendering ----------------------------------------------------------------------------------------------
+# -- rendering ---------------------------------------------------------------------------------------------
 def fmt(x: float) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}" if abs(x) < 1e4 else f"{x:.2e}"
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.4g}" if abs(x) < 1e4 else f"{x:.2e}"
 
 
 def performance_table(bench: Benchmark, data: dict) -> tuple[list[str], list[list[str]]]:
@@ -347,8 +349,9 @@ def section(expected, runs: pd.DataFrame, tracker, out_dir: Path, md_table, html
     ``html_table`` are report.py's renderers)."""
     md = ["## Long-range dependencies", "",
           f"Per benchmark: the metric against the dependency length per variant; ✓ = beats the trivial "
-          f"baseline by at least {BEAT_MARGIN:.0%} less error. Gradient curves: mean ‖∂L/∂h_t‖ of the loss at "
-          f"the last step against the lag T − t (dashed: ‖∂L/∂c_t‖, LSTM family), before and after training.", ""]
+          f"baseline by at least {BEAT_MARGIN:.0%} less error. Gradient curves: mean ‖∂L/∂h_t‖ of the loss "
+          f"at the last step against the lag T − t (dashed: ‖∂L/∂c_t‖, LSTM family), before and after "
+          f"training.", ""]
     parts = [f"<h2>Long-range dependencies</h2><p>{html.escape(md[2])}</p>"]
     images = []
 

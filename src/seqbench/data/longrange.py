@@ -1,8 +1,8 @@
 """Batching for the long-range benchmarks (:mod:`seqbench.data.synthetic_longrange`): numbers, not text.
 
-The generators' columns become tensors once (``with_format("numpy")[:]``: whole columns at once), all sequences of a split
-have the same length, and batches are drawn like the classification batches (seeded shuffle per
-epoch; under DDP rank ``r`` takes every ``world_size``-th batch)::
+The generators' columns become tensors once (``with_format("numpy")[:]``: whole columns at once),
+all sequences of a split have the same length, and batches are drawn like the classification
+batches (seeded shuffle per epoch; under DDP rank ``r`` takes every ``world_size``-th batch)::
 
     adding  x (B, T, 2) float: (value u_t, marker m_t);  y (B,) float: sum_t m_t u_t
     copy    x (B, T) long: symbols 0..K+1 (blank, K symbols, delimiter);  y (B, T) long: 0..K

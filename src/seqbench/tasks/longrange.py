@@ -23,12 +23,11 @@ the gradient-flow probe (:class:`seqbench.metrics.gradients.GradientProbe`).
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from seqbench.data.longrange import ADDING_BASELINE_MSE, AddingDataModule, CopyDataModule, copy_baseline
+from seqbench.data.longrange import AddingDataModule, CopyDataModule, copy_baseline
 from seqbench.errors import ConfigError
 from seqbench.init import init_recurrent
 from seqbench.metrics.gradients import GradientProbe
