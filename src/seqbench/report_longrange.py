@@ -96,11 +96,15 @@ def _short(key: str) -> str:
 
 
 def _override_keys(items, exclude: tuple[str, ...]) -> list[str]:
+    """Override keys that can change results (not seed, groups, output-only keys or ``exclude``)."""
+    from seqbench.tracking import OUTPUT_ONLY_KEYS, OUTPUT_ONLY_TRAINER_KEYS
+
+    skip = {"seed", *GROUP_KEYS, *OUTPUT_ONLY_KEYS, *(f"trainer.{k}" for k in OUTPUT_ONLY_TRAINER_KEYS), *exclude}
     keys = []
     for e in items:
         for o in e.overrides:
             key = o.split("=", 1)[0].lstrip("+~")
-            if key not in keys and key != "seed" and key not in GROUP_KEYS and key not in exclude:
+            if key not in keys and key not in skip and key.split(".")[0] not in OUTPUT_ONLY_KEYS:
                 keys.append(key)
     return keys
 
