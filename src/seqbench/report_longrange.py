@@ -326,24 +326,25 @@ def clipping_rows(bench: Benchmark, data: dict, tracker, x) -> tuple[list[list[s
 
 
 def plot_clipping(bench: Benchmark, curves: dict, x, path: Path) -> bool:
+    """Global gradient norm per training step: solid before clipping, dotted after (clipped runs)."""
     if not curves:
         return False
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig, ax = plt.subplots(figsize=(7.5, 3.6 + 0.25 * len(curves)))
     for i, (label, (pre, post)) in enumerate(curves.items()):
-        steps = np.arange(len(pre))
         ok = ~np.isnan(pre)
-        ax.plot(steps[ok], pre[ok], color=f"C{i % 10}", label=f"{label}: before clipping")
-        if len(post):
+        ax.plot(np.arange(len(pre))[ok], pre[ok], color=f"C{i % 10}", linewidth=0.8, label=label)
+        if len(post) and not np.allclose(post[~np.isnan(post)], pre[~np.isnan(pre)][:np.sum(~np.isnan(post))]):
             okp = ~np.isnan(post)
-            ax.plot(np.arange(len(post))[okp], post[okp], color=f"C{i % 10}", linestyle=":", label=f"{label}: after")
+            ax.plot(np.arange(len(post))[okp], post[okp], color=f"C{i % 10}", linestyle=":", linewidth=1.5)
     ax.set_yscale("log")
-    ax.set_xlabel("training step (logged every trainer.log_every_n_steps)")
+    ax.set_xlabel("training step")
     ax.set_ylabel("global gradient norm")
-    ax.set_title(f"{bench.name} at {bench.x_label.split(' (')[0]} = {x}: clipping", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.set_title(f"{bench.name} at {bench.x_label.split(' (')[0]} = {x}: gradient norm before clipping "
+                 f"(solid) and after (dotted)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
 
