@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from dataclasses import asdict
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from seqbench.errors import SeqbenchError, choice_error, instantiate
-from seqbench.validate import CONF_DIR, check_overrides, group_options
+from seqbench.cli import hydra_entry
+from seqbench.validate import CONF_DIR, group_options
 
 log = logging.getLogger("seqbench")
 
@@ -152,22 +151,7 @@ def log_decode_run(cfg: DictConfig, names: list[str], rows: dict, table: str, sa
     return tracker.run_id
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="compare_decoding")
-def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        compare(cfg)
-    except SeqbenchError as e:
-        print(f"seqbench.compare_decoding: error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
-def main() -> None:
-    try:
-        check_overrides(sys.argv[1:])
-        _hydra_main()
-    except SeqbenchError as e:
-        print(f"seqbench.compare_decoding: error: {e}", file=sys.stderr)
-        sys.exit(2)
+main = hydra_entry("seqbench.compare_decoding", "compare_decoding", compare)
 
 
 if __name__ == "__main__":

@@ -9,17 +9,16 @@ artifacts, read from the MLflow store of ``logger``) or from files
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from seqbench.errors import ConfigError, SeqbenchError, instantiate
-from seqbench.validate import CONF_DIR, check_overrides
+from seqbench.errors import ConfigError, instantiate
+from seqbench.cli import hydra_entry
+from seqbench.validate import CONF_DIR
 
 
 @dataclass
@@ -112,22 +111,7 @@ def generate(cfg: DictConfig) -> list[str]:
     return gen.texts
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="generate")
-def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        generate(cfg)
-    except SeqbenchError as e:
-        print(f"seqbench.generate: error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
-def main() -> None:
-    try:
-        check_overrides(sys.argv[1:])
-        _hydra_main()
-    except SeqbenchError as e:
-        print(f"seqbench.generate: error: {e}", file=sys.stderr)
-        sys.exit(2)
+main = hydra_entry("seqbench.generate", "generate", generate)
 
 
 if __name__ == "__main__":
