@@ -40,8 +40,8 @@ sweep: install  ## run a study: make sweep STUDY=cells (pipelines/<study>.yaml; 
 report: install  ## comparison report of a study from MLflow -> reports/<study>/report.{md,html}
 	$(BIN)/python -m seqbench.report $(STUDY) $(ARGS)
 
-tune: install  ## optuna search of lr and hidden size: make tune MODEL=gru TRIALS=20 (resumable)
-	$(BIN)/python -m seqbench.tune --trials $(or $(TRIALS),20) model=$(or $(MODEL),lstm) $(ARGS)
+tune: install  ## optuna search of lr and hidden size per cell: make tune MODEL=rnn,gru TRIALS=20 (resumable)
+	$(BIN)/python -m seqbench.tune --trials $(or $(TRIALS),10) model=$(or $(MODEL),rnn,lstm,peephole,cifg,gru) $(ARGS)
 
 bench: install  ## benchmarks -> benchmarks/results/*.md
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done

@@ -12,7 +12,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from seqbench.sweep import grid_commands, load_study
+from seqbench.study import load_study
+from seqbench.sweep import grid_commands
 from seqbench.errors import ConfigError
 
 TINY_COMMON = ["trainer.enable_progress_bar=false", "data.num_train=300", "data.num_val=50",
@@ -61,7 +62,10 @@ def test_study_files_and_commands():
 def test_sweep_is_fault_tolerant_resumable_and_reported(tmp_path):
     study = write_study(tmp_path / "smoke.yaml")
     p = seqbench("seqbench.sweep", str(study), "--jobs", "2", root=tmp_path)
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.returncode == 0, p.stderr[-3000:]  # FAILED runs are results, listed; nothing is missing
+    assert "== smoke: 6 configurations in 2 grid(s)" in p.stdout
+    assert "== smoke: 4/6 configurations FINISHED, 2 failed, 0 missing" in p.stdout
+    assert p.stdout.count("  FAILED: lm/synthetic/char/lstm/s") == 2
     client, first = runs(tmp_path)
     status = sorted((r.data.tags["model"], r.data.tags["seed"], r.info.status) for r in first)
     assert status == [("gru", "0", "FINISHED"), ("gru", "1", "FINISHED"), ("lstm", "0", "FAILED"),
@@ -125,3 +129,23 @@ def test_sweep_is_fault_tolerant_resumable_and_reported(tmp_path):
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
     assert set(rows) == {"strategy", "beam", "greedy"} and "(n=4)" in rows["beam"]
     assert "quality_diversity_synthetic.png" in md
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["data=timemachine", "data.path=/nowhere/tm.txt"], "corpus file not found: /nowhere/tm.txt"),
+    (["model.hidden_size=0"], "model.hidden_size=0 must be >= 1"),
+    (["model.hiden_size=8"], "grid 'bad': Could not override 'model.hiden_size'"),
+    (["model=rnn,lsmt"], "unknown model 'lsmt'; valid choices: bigru, bilstm, birnn, cifg, gru, lstm"),
+])
+def test_sweep_rejects_bad_grid_before_any_job(tmp_path, bad, message):
+    """Every configuration is validated and every dataset loaded once before jobs fan out: one
+    error line, exit 2, and no MLflow store or run is created."""
+    study = tmp_path / "bad.yaml"
+    study.write_text(yaml.safe_dump({"name": "bad", "seeds": [0, 1], "common": ["trainer.max_epochs=1"],
+                                     "grids": [{"name": "good", "overrides": ["model=gru"]},
+                                               {"name": "bad", "overrides": bad}]}))
+    p = seqbench("seqbench.sweep", str(study), root=tmp_path)
+    assert p.returncode == 2
+    errors = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("seqbench.sweep: error: ") and message in errors[0], p.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "outputs").exists()

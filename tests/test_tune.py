@@ -44,3 +44,19 @@ def test_unknown_model_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SEQBENCH_ROOT", str(tmp_path))
     assert main(["model=transformer"]) == 2
     assert capsys.readouterr().err.startswith("seqbench.tune: error: unknown model 'transformer'; valid choices:")
+
+
+def test_each_cell_gets_its_own_study_and_a_best_row(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEQBENCH_ROOT", str(tmp_path))
+    common = [*TINY, "trainer.max_epochs=1"]
+    assert main(["--trials", "1", *common, "model=rnn,gru"]) == 0
+    out = capsys.readouterr().out
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("seqbench").experiment_id])
+    assert sorted(r.data.tags["model"] for r in runs) == ["gru", "rnn"]
+    for model in ("rnn", "gru"):
+        name = study_name([*common, f"model={model}"])
+        (trial,) = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/optuna.db").trials
+        (row,) = [line for line in out.splitlines() if line.startswith(f"| {model} |")]
+        assert f"| {trial.value:.4f} |" in row and trial.user_attrs["mlflow_run_id"] in row
+        assert {r.data.tags["study"] for r in runs if r.data.tags["model"] == model} == {name}

@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import itertools
 import math
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqbench import report_longrange
 from seqbench.errors import ConfigError
-from seqbench.sweep import load_study
-from seqbench.tracking import Tracker, config_hash, run_name
+from seqbench.study import Expected, expected_runs, load_study
+from seqbench.tracking import Tracker, run_name
 
 #: primary metric per task and whether lower is better
 PRIMARY = {"lm": ("test/bits_per_char", "min"), "classify": ("test/accuracy", "max"),
@@ -36,49 +34,9 @@ SECONDARY = {"lm": ["test/perplexity", "val/best_loss", "sample/grammatical_rate
              "classify": ["test/f1_macro", "val/accuracy"],
              "adding": ["test/mse_ratio", "test/baseline_mse"],
              "copy": ["test/loss", "test/baseline_loss", "test/baseline_recall_accuracy"]}
-COST = ["num_parameters", "train/tokens_per_s", "wall_time_s"]
+#: cost columns; throughput is tokens/s for token-stream tasks, examples/s for the others
+COST = ["num_parameters", "train/tokens_per_s", "train/examples_per_s", "wall_time_s"]
 ROW_AXES = ("model", "tokenizer", "embedding", "decoding")
-
-
-@dataclass
-class Expected:
-    """One configuration the study asked for."""
-
-    overrides: list[str]
-    cfg: DictConfig
-    hash: str = field(init=False)
-
-    def __post_init__(self):
-        self.hash = config_hash(self.cfg)
-
-
-def expand(overrides: list[str]) -> list[list[str]]:
-    """Cartesian product of Hydra sweep overrides: ['a=1,2', 'b=x'] -> [['a=1','b=x'], ['a=2','b=x']]."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    choices = []
-    for o in parsed:
-        key = o.get_key_element()
-        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
-        choices.append([f"{key}={v}" for v in values])
-    return [list(combo) for combo in itertools.product(*choices)]
-
-
-def expected_runs(study: dict, root: str, extra: list[str] = ()) -> list[Expected]:
-    from hydra import compose, initialize_config_dir
-
-    from seqbench.validate import CONF_DIR
-
-    seeds = ",".join(str(s) for s in study.get("seeds", [0]))
-    out = []
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        for grid in study["grids"]:
-            sweep = [*grid["overrides"], f"seed={seeds}", *study.get("common", []), *extra]
-            for point in expand(sweep):
-                cfg = compose("config", overrides=[f"paths.root={root}", *point, f"study={study['name']}"])
-                out.append(Expected(point, cfg))
-    return out
 
 
 def fetch_runs(tracker: Tracker, hashes: list[str], study: str) -> pd.DataFrame:
@@ -110,6 +68,11 @@ def mean_sd(values: np.ndarray) -> str:
     return f"{fmt(values.mean())} ± {fmt(sd)} (n={len(values)})"
 
 
+def mean_or_nan(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if len(values) else float("nan")
+
+
 def welch_p(a: np.ndarray, b: np.ndarray) -> float:
     """Two-sided Welch t-test p-value; nan when either side has < 2 runs or no variance."""
     from scipy import stats
@@ -136,10 +99,15 @@ def protocol(cfg: DictConfig, seeds: list) -> str:
     parts.append(f"budget {cfg.trainer.max_epochs} epoch(s)"
                  + (f", ≤{cfg.trainer.limit_train_batches} batches/epoch" if cfg.trainer.get("limit_train_batches") else ""))
     parts.append(f"batch {t.get('batch_size')}" + (f", bptt {t.bptt}" if "bptt" in t else ""))
+    if t.name in ("lm", "classify"):
+        parts.append(f"tokenizer {cfg.tokenizer.name}")
     parts.append(f"hidden {cfg.model.hidden_size}, {cfg.model.num_layers} layer(s), embedding "
                  f"{cfg.embedding.name} {cfg.embedding.get('dim', '')}")
     parts.append(f"optimizer {t.get('optimizer')} lr {t.get('lr')}, clip {cfg.trainer.gradient_clip_val} "
                  f"({cfg.trainer.gradient_clip_algorithm})")
+    if t.name == "lm" and "generate" in t:
+        parts.append(f"samples: {t.generate.num_samples} x {t.generate.max_new_tokens} tokens, "
+                     f"decoding {cfg.decoding.name}, prompt {t.generate.prompt!r}")
     parts.append(f"seeds {seeds}; metrics on the held-out test split with the best-validation checkpoint")
     return "; ".join(parts) + "."
 
@@ -168,21 +136,22 @@ def build_tables(expected: list[Expected], runs: pd.DataFrame, seeds: list) -> l
                 row["runs"].append(by_hash[e.hash].iloc[0])
         values = {label: {m: np.array([float(r.get(f"metrics.{m}", np.nan)) for r in row["runs"]])
                           for m in metrics + COST} for label, row in rows.items()}
-        means = {label: np.nanmean(v[primary]) if np.any(~np.isnan(v[primary])) else np.nan
-                 for label, v in values.items()}
+        means = {label: mean_or_nan(v[primary]) for label, v in values.items()}
         scored = {k: m for k, m in means.items() if not np.isnan(m)}
         best = (min if direction == "min" else max)(scored, key=scored.get) if scored else None
         metrics = [m for m in metrics if any(np.any(~np.isnan(v[m])) for v in values.values())] or [primary]
+        throughput = next((m for m in ("train/tokens_per_s", "train/examples_per_s")
+                           if any(np.any(~np.isnan(v[m])) for v in values.values())), "train/tokens_per_s")
         header = [" / ".join(axes), *[f"{m} ({'↓' if m == primary and direction == 'min' else '↑' if m == primary else ''})".replace(" ()", "") for m in metrics],
-                  f"p vs best ({primary})", "params", "tokens/s", "wall s", "runs"]
+                  f"p vs best ({primary})", "params", throughput.removeprefix("train/").replace("_per_s", "/s"),
+                  "wall s", "runs"]
         body = []
         for label, row in rows.items():
             v = values[label]
             p = welch_p(v[primary], values[best][primary]) if best and label != best else float("nan")
             body.append([("★ " if label == best else "") + label, *[mean_sd(v[m]) for m in metrics],
-                         "best" if label == best else fmt(p), fmt(np.nanmean(v["num_parameters"]) if len(row["runs"]) else np.nan),
-                         fmt(np.nanmean(v["train/tokens_per_s"]) if len(row["runs"]) else np.nan),
-                         fmt(np.nanmean(v["wall_time_s"]) if len(row["runs"]) else np.nan),
+                         "best" if label == best else fmt(p), fmt(mean_or_nan(v["num_parameters"])),
+                         fmt(mean_or_nan(v[throughput])), fmt(mean_or_nan(v["wall_time_s"])),
                          f"{len(row['runs'])}/{row['expected']}"])
         tables.append({"task": task, "data": data, "header": header, "rows": body, "primary": primary,
                        "values": values,
@@ -268,7 +237,7 @@ def plot_primary(table: dict, values: dict, path: Path) -> bool:
     labels = [k for k, v in values.items() if np.any(~np.isnan(v[primary]))]
     if not labels:
         return False
-    means = [np.nanmean(values[k][primary]) for k in labels]
+    means = [mean_or_nan(values[k][primary]) for k in labels]
     sds = [np.nanstd(values[k][primary], ddof=1) if np.sum(~np.isnan(values[k][primary])) > 1 else 0 for k in labels]
     fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(labels) + 2), 3.4))
     ax.bar(range(len(labels)), means, yerr=sds, capsize=4, color="#4c72b0")

@@ -13,30 +13,11 @@ import argparse
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import yaml
+from seqbench.errors import SeqbenchError, choice_error
+from seqbench.study import load_study, studies
 
-from seqbench.errors import ConfigError, choice_error
-
-PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 LAUNCHERS = ("local", "slurm", "basic")
-
-
-def studies() -> list[str]:
-    return sorted(p.stem for p in PIPELINES.glob("*.yaml"))
-
-
-def load_study(name: str) -> dict:
-    """A study by name (``pipelines/<name>.yaml``) or by path to a YAML file."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else PIPELINES / f"{name}.yaml"
-    if not path.is_file():
-        raise choice_error("study", name, studies())
-    study = yaml.safe_load(path.read_text())
-    for key in ("name", "source_study") if study.get("kind") == "decoding" else ("name", "grids"):
-        if key not in study:
-            raise ConfigError(f"study file {path} has no '{key}' key")
-    return study
 
 
 def grid_commands(study: dict, launcher: str = "local", jobs: int | None = None,
@@ -119,6 +100,41 @@ def decode_study(study: dict, extra: list[str] = ()) -> int:
     return 1 if failed else 0
 
 
+def preflight(study: dict, root: str, extra: list[str]) -> list:
+    """Validate every expected configuration and load each distinct dataset once, before any job
+    starts: a bad value or a missing corpus is one error line, not one per job."""
+    from omegaconf import OmegaConf
+
+    from seqbench.errors import instantiate
+    from seqbench.study import expected_runs
+    from seqbench.validate import validate
+
+    expected = expected_runs(study, root, extra)
+    loaded = set()
+    for e in expected:
+        validate(e.cfg)
+        key = OmegaConf.to_yaml(e.cfg.data)
+        if key not in loaded:
+            instantiate(e.cfg.data)()  # DataError (one line) when neither a local copy nor the hub has it
+            loaded.add(key)
+    return expected
+
+
+def summarize(study: dict, expected: list, extra: list[str]) -> int:
+    """Count the study's configurations by their MLflow status; list those without a FINISHED run."""
+    from seqbench.report import fetch_runs, problems, tracker_for
+
+    root = os.environ.get("SEQBENCH_ROOT", os.getcwd())
+    tracker = tracker_for(root, [o for o in extra if o.startswith(("logger", "paths"))])
+    not_done = problems(expected, fetch_runs(tracker, [e.hash for e in expected], study["name"]))
+    for name, status, run_id, reason in not_done:
+        print(f"  {status}: {name} {run_id} {reason}".rstrip())
+    missing = sum(status == "MISSING" for _, status, _, _ in not_done)
+    print(f"== {study['name']}: {len(expected) - len(not_done)}/{len(expected)} configurations FINISHED, "
+          f"{len(not_done) - missing} failed, {missing} missing; report: make report STUDY={study['name']}")
+    return missing
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seqbench.sweep", description=__doc__.split("\n")[0])
     parser.add_argument("study", help=f"one of: {', '.join(studies())}")
@@ -127,25 +143,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
     args = parser.parse_intermixed_args(argv)
+    root = os.environ.get("SEQBENCH_ROOT", os.getcwd())
+    tracking = [o for o in args.overrides if o.startswith(("logger", "paths"))]
     try:
         study = load_study(args.study)
         if study.get("kind") == "decoding":
             return decode_study(study, args.overrides)
         commands = grid_commands(study, args.launcher, args.jobs, args.overrides)
-    except ConfigError as e:
+        if args.dry_run:
+            print("\n".join(" ".join(c[1:]) for c in commands))
+            return 0
+        expected = preflight(study, root, [o for o in args.overrides if o not in tracking])
+    except SeqbenchError as e:
         print(f"seqbench.sweep: error: {e}", file=sys.stderr)
         return 2
-    if args.dry_run:
-        print("\n".join(" ".join(c[1:]) for c in commands))
-        return 0
     prepare_store(args.overrides)
-    failed = 0
+    print(f"== {study['name']}: {len(expected)} configurations in {len(commands)} grid(s)", flush=True)
     for grid, cmd in zip(study["grids"], commands):
         print(f"== {study['name']}: {grid.get('name', '')}", flush=True)
-        failed += subprocess.run(cmd).returncode != 0
-    print(f"== {study['name']}: {len(commands) - failed}/{len(commands)} grids completed; "
-          f"report: python -m seqbench.report {study['name']}")
-    return 1 if failed else 0
+        subprocess.run(cmd)  # a failing job is recorded FAILED by the job itself; the grid goes on
+    if args.launcher == "slurm":  # submitit returns when the jobs are queued or done; nothing to count yet
+        return 0
+    # exit 1 only when a configuration left no record at all; FAILED runs are results, listed here
+    return 1 if summarize(study, expected, args.overrides) else 0
 
 
 if __name__ == "__main__":

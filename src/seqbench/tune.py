@@ -1,4 +1,7 @@
-"""``python -m seqbench.tune model=lstm --trials 20``: tune learning rate and hidden size of a cell.
+"""``python -m seqbench.tune model=rnn,lstm,gru --trials 20``: tune learning rate and hidden size of each cell.
+
+One optuna study per cell (``model=a,b,c`` tunes each in turn), then a table of every cell's best
+trial, so cells are compared each at its own tuned setting rather than at one shared guess.
 
 Optuna drives the search directly rather than through hydra-optuna-sweeper: that plugin (1.3.0)
 pins optuna<3, its sweeps are not resumable and one failed trial stops the study. Here the study
@@ -19,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from seqbench.errors import ConfigError, SeqbenchError
-from seqbench.sweep import PIPELINES
+from seqbench.study import PIPELINES
 
 SPACE_TYPES = ("float", "int", "categorical")
 
@@ -36,17 +39,16 @@ def suggest(trial, name: str, spec: dict):
 
 
 def study_name(overrides: list[str]) -> str:
+    """``tune-<model>-<hash of the other overrides>``: one optuna study per cell and setting."""
     model = next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")), "lstm")
-    key = hashlib.sha256(" ".join(sorted(overrides)).encode()).hexdigest()[:8]
-    return f"tune-{model}-{key}"
+    rest = sorted(o for o in overrides if not o.startswith("model="))
+    return f"tune-{model}-{hashlib.sha256(' '.join(rest).encode()).hexdigest()[:8]}"
 
 
 def main(argv: list[str] | None = None) -> int:
     import optuna
-    from hydra import compose, initialize_config_dir
 
-    from seqbench.run import run
-    from seqbench.validate import CONF_DIR, check_overrides
+    from seqbench.validate import check_overrides
 
     parser = argparse.ArgumentParser(prog="python -m seqbench.tune", description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=20)
@@ -61,17 +63,44 @@ def main(argv: list[str] | None = None) -> int:
     except SeqbenchError as e:
         print(f"seqbench.tune: error: {e}", file=sys.stderr)
         return 2
-    name = study_name(args.overrides)
+    models = next((o.split("=", 1)[1].split(",") for o in args.overrides if o.startswith("model=")), ["lstm"])
+    rest = [o for o in args.overrides if not o.startswith("model=")]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    best = {model: tune_one([*rest, f"model={model}"], space, args.trials, args.seed, root)
+            for model in models}
+    objective = space.get("objective", "val/best_loss")
+    print(f"\nbest trial per cell ({objective}, {space.get('direction', 'minimize')}; optuna.db):")
+    print(f"| model | {objective} | " + " | ".join(space["params"]) + " | complete trials | MLflow run |")
+    print("|---" * (len(space["params"]) + 4) + "|")
+    for model, (trial, complete) in best.items():
+        if trial is None:
+            print(f"| {model} | – | " + " | ".join("–" for _ in space["params"]) + " | 0 | – |")
+        else:
+            print(f"| {model} | {trial.value:.4f} | " + " | ".join(f"{trial.params[k]:.4g}" if isinstance(
+                trial.params[k], float) else str(trial.params[k]) for k in space["params"])
+                  + f" | {complete} | {trial.user_attrs.get('mlflow_run_id')} |")
+    return 0 if all(trial is not None for trial, _ in best.values()) else 1
+
+
+def tune_one(overrides: list[str], space: dict, trials: int, seed: int, root: str):
+    """Run (or continue) one cell's optuna study up to ``trials`` finished trials; return its best
+    trial (None when none completed) and the number of complete trials."""
+    import optuna
+    from hydra import compose, initialize_config_dir
+
+    from seqbench.run import run
+    from seqbench.validate import CONF_DIR
+
+    name = study_name(overrides)
     study = optuna.create_study(study_name=name, storage=f"sqlite:///{root}/optuna.db", load_if_exists=True,
                                 direction=space.get("direction", "minimize"),
-                                sampler=optuna.samplers.TPESampler(seed=args.seed))
+                                sampler=optuna.samplers.TPESampler(seed=seed))
 
     def objective(trial) -> float:
         params = [f"{k}={suggest(trial, k, spec)}" for k, spec in space["params"].items()]
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("config", overrides=[f"paths.root={root}", *space.get("common", []),
-                                               *args.overrides, *params, f"study={name}"])
+                                               *overrides, *params, f"study={name}"])
         metrics = run(cfg)
         trial.set_user_attr("mlflow_run_id", metrics.get("run_id"))
         value = metrics[space.get("objective", "val/best_loss")]
@@ -80,14 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         return value
 
     done = len([t for t in study.trials if t.state.is_finished()])
-    study.optimize(objective, n_trials=max(0, args.trials - done), catch=(Exception,))
+    study.optimize(objective, n_trials=max(0, trials - done), catch=(Exception,))
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    print(f"study {name}: {len(complete)} complete / {len(study.trials)} trials (optuna.db)")
-    if complete:
-        best = study.best_trial
-        print(f"best {space.get('objective', 'val/best_loss')} = {best.value:.4f} with {best.params} "
-              f"(MLflow run {best.user_attrs.get('mlflow_run_id')})")
-    return 0 if complete else 1
+    print(f"study {name}: {len(complete)} complete / {len(study.trials)} trials")
+    return (study.best_trial if complete else None), len(complete)
 
 
 if __name__ == "__main__":
