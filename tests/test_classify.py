@@ -11,7 +11,8 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import TINY_CLASSIFY, compose_cfg, needs_data
-from seqbench.data.classify import BucketBatchSampler, pad_batch
+from seqbench.data.batching import BucketBatchSampler
+from seqbench.data.classify import pad_batch
 from seqbench.errors import ConfigError, DataError
 from seqbench.run import run
 from seqbench.tasks.classify import Classifier, top_layer_final

@@ -8,7 +8,7 @@ tokenizer, max_length), so a sweep encodes each (corpus, tokenizer) pair once. A
 
 and the recurrent stack is run with ``lengths`` (packed), so padding never reaches a state.
 
-Batches are bucketed by length (:class:`BucketBatchSampler`): a packed recurrence runs for the
+Batches are bucketed by length (:class:`seqbench.data.batching.BucketBatchSampler`): a packed recurrence runs for the
 longest sequence of its batch, so grouping similar lengths saves most of the steps a random batch
 would spend on one long outlier. Under DDP each rank takes every ``world_size``-th batch.
 """
@@ -16,14 +16,12 @@ would spend on one long outlier. Under DDP each rank takes every ``world_size``-
 from __future__ import annotations
 
 import hashlib
-import random
 from pathlib import Path
 
-import lightning.pytorch as pl
 import torch
 from datasets import Dataset, DatasetDict
-from torch.utils.data import DataLoader, Sampler
 
+from seqbench.data.batching import BucketedDataModule
 from seqbench.tokenizers import TrainedTokenizer, corpus_fingerprint
 
 
@@ -41,52 +39,6 @@ class Encoded(torch.utils.data.Dataset):
         return self.ids[i], self.labels[i]
 
 
-class BucketBatchSampler(Sampler):
-    """Batches of indices with similar lengths, in a seeded random order that changes per epoch.
-
-    Training: shuffle, cut into pools of ``pool`` batches, sort each pool by length, cut it into
-    batches, shuffle the batches; pass ``e`` over the sampler is seeded by (seed, e). Evaluation
-    (``shuffle=False``): sort the whole split by length.
-    Rank ``r`` of ``world_size`` reads batches r, r + world_size, ... (the same count on every
-    rank: the last few batches are dropped if they do not divide evenly, in training only).
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, shuffle: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, pool: int = 50):
-        self.lengths, self.batch_size, self.shuffle = lengths, batch_size, shuffle
-        self.seed, self.rank, self.world_size, self.pool = seed, rank, world_size, pool
-        self.epoch = 0  # passes started so far
-
-    def batches(self) -> list[list[int]]:
-        order = list(range(len(self.lengths)))
-
-        def by_length(idx):
-            return sorted(idx, key=lambda i: self.lengths[i])
-
-        if not self.shuffle:
-            order = by_length(order)
-            return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        rng = random.Random(f"{self.seed}/{self.epoch}")
-        rng.shuffle(order)
-        size = self.batch_size * self.pool
-        out = []
-        for start in range(0, len(order), size):
-            pool = by_length(order[start:start + size])
-            out += [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
-        rng.shuffle(out)
-        if self.world_size > 1:
-            out = out[:len(out) - len(out) % self.world_size] or out
-        return out
-
-    def __iter__(self):
-        batches = self.batches()[self.rank::self.world_size]
-        self.epoch += 1
-        yield from batches
-
-    def __len__(self) -> int:
-        return len(self.batches()[self.rank::self.world_size])
-
-
 def pad_batch(items, pad_id: int) -> dict[str, torch.Tensor]:
     """[(ids, label)] -> x (B, T) padded with pad_id, lengths (B,), y (B,)."""
     seqs, labels = zip(*items)
@@ -97,7 +49,7 @@ def pad_batch(items, pad_id: int) -> dict[str, torch.Tensor]:
     return {"x": x, "lengths": lengths, "y": torch.stack(labels)}
 
 
-class ClassificationDataModule(pl.LightningDataModule):
+class ClassificationDataModule(BucketedDataModule):
     """Splits of a DatasetDict (``text``, ``label``) -> shuffled padded batches with lengths."""
 
     splits = ("train", "validation", "test")
@@ -156,21 +108,7 @@ class ClassificationDataModule(pl.LightningDataModule):
                 enc = self.encode(split)
                 self.data[split] = Encoded(enc["input_ids"], enc["label"])
 
-    # -- loaders ----------------------------------------------------------------------------------
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        self.setup()
+    def bucketed(self, split: str):
         data = self.data[split]
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        sampler = BucketBatchSampler([len(x) for x in data.ids], batch_size, shuffle, self.seed, rank, world)
         pad = self.tokenizer.pad_id
-        return DataLoader(data, batch_sampler=sampler, num_workers=0,
-                          collate_fn=lambda items: pad_batch(items, pad))
-
-    def train_dataloader(self):
-        return self._loader("train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader("validation", self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        return data, [len(x) for x in data.ids], lambda items: pad_batch(items, pad)

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import math
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from datasets import DatasetDict
-from torch.utils.data import DataLoader
 
-from seqbench.data.classify import BucketBatchSampler
+from seqbench.data.batching import BucketedDataModule
 
 #: what the tokenizer trains on for numeric tasks: the characters of the generators' ``text`` view
 FIXED_TEXT = ["_abcdefghijklmnopqrstuvwxyz:0123456789"]
 
 
-class ArrayDataModule(pl.LightningDataModule):
+class ArrayDataModule(BucketedDataModule):
     """Splits of equal-length arrays -> dict batches ``{"x", "y"}``; subclasses define :meth:`arrays`."""
 
     splits = ("train", "validation", "test")
@@ -58,22 +56,9 @@ class ArrayDataModule(pl.LightningDataModule):
             if split not in self.data:
                 self.data[split] = self.arrays(split)
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        self.setup()
+    def bucketed(self, split: str):
         x, y = self.data[split]
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        sampler = BucketBatchSampler([x.shape[1]] * len(x), batch_size, shuffle, self.seed, rank, world)
-        return DataLoader(range(len(x)), batch_sampler=sampler, num_workers=0,
-                          collate_fn=lambda idx: {"x": x[idx], "y": y[idx]})
-
-    def train_dataloader(self):
-        return self._loader("train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader("validation", self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        return range(len(x)), [x.shape[1]] * len(x), lambda idx: {"x": x[idx], "y": y[idx]}
 
 
 class AddingDataModule(ArrayDataModule):

@@ -40,6 +40,29 @@ class Corpus:
         return check_corpus(self.load(), self.name, labelled=self.task == "classify")
 
 
+@dataclass
+class GeneratedCorpus(Corpus):
+    """A corpus the project generates: offline and deterministic from ``seed``. Each split is drawn
+    from its own seeded stream, so validation/test examples are generated independently of (never
+    copied from) the training ones. Subclasses implement :meth:`generate` (and :meth:`check`)."""
+
+    seed: int = 0
+    num_train: int = 1000
+    num_val: int = 100
+    num_test: int = 100
+
+    def check(self) -> None:
+        """Raise ConfigError for parameters that cannot generate anything (before generating)."""
+
+    def generate(self, split: str, n: int) -> Dataset:
+        raise NotImplementedError
+
+    def load(self) -> DatasetDict:
+        self.check()
+        sizes = {"train": self.num_train, "validation": self.num_val, "test": self.num_test}
+        return DatasetDict({split: self.generate(split, n) for split, n in sizes.items()})
+
+
 def check_corpus(corpus: DatasetDict, name: str, labelled: bool = False) -> DatasetDict:
     """Exactly train/validation/test, each non-empty, with text (and label); else a DataError."""
     missing = [s for s in SPLITS if s not in corpus]

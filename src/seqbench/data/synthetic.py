@@ -22,9 +22,9 @@ import random
 import re
 from dataclasses import dataclass
 
-from datasets import Dataset, DatasetDict
+from datasets import Dataset
 
-from seqbench.data.sources import Corpus, labelled_dataset
+from seqbench.data.sources import SPLITS, GeneratedCorpus, labelled_dataset
 from seqbench.errors import ConfigError
 
 NOUNS = {"sg": ["dog", "cat", "author", "pilot", "farmer", "child", "teacher", "robot", "king", "bird"],
@@ -37,12 +37,8 @@ ADJS = ["happy", "tired", "clever", "quiet", "brave"]
 
 
 @dataclass
-class AgreementCorpus(Corpus):
-    """Callable Hydra target: ``AgreementCorpus(...)()`` returns the DatasetDict.
-
-    Each split is drawn from its own seeded stream, so validation/test sentences are generated
-    independently of (and never copied from) the training sentences.
-    """
+class AgreementCorpus(GeneratedCorpus):
+    """Callable Hydra target: ``AgreementCorpus(...)()`` returns the DatasetDict of sentences."""
 
     seed: int = 0
     num_train: int = 6000
@@ -51,14 +47,9 @@ class AgreementCorpus(Corpus):
     max_attractors: int = 3
     name: str = "synthetic"
 
-    def load(self) -> DatasetDict:
-        sizes = {"train": self.num_train, "validation": self.num_val, "test": self.num_test}
-        splits = {}
-        for offset, (split, n) in enumerate(sizes.items()):
-            rng = random.Random(f"agreement/{self.seed}/{split}/{offset}")
-            splits[split] = Dataset.from_dict({"text": [sentence(rng, self.max_attractors)
-                                                        for _ in range(n)]})
-        return DatasetDict(splits)
+    def generate(self, split: str, n: int) -> Dataset:
+        rng = random.Random(f"agreement/{self.seed}/{split}/{SPLITS.index(split)}")
+        return Dataset.from_dict({"text": [sentence(rng, self.max_attractors) for _ in range(n)]})
 
 
 def sentence(rng: random.Random, max_attractors: int) -> str:
@@ -78,7 +69,7 @@ def sentence(rng: random.Random, max_attractors: int) -> str:
 
 
 @dataclass
-class CountingOnes(Corpus):
+class CountingOnes(GeneratedCorpus):
     """Counting ones: the text is a bit string (``"0110"``), the label how many 1s it holds.
 
     Lengths are drawn uniformly from [min_length, length] (fixed when ``min_length`` is None), the
@@ -95,25 +86,25 @@ class CountingOnes(Corpus):
     length: int = 12
     min_length: int | None = None
 
-    def load(self) -> DatasetDict:
-        low = self.length if self.min_length is None else int(self.min_length)
-        if not 1 <= low <= self.length:
+    def check(self) -> None:
+        if not 1 <= self.low <= self.length:
             raise ConfigError(f"data.min_length={self.min_length} must be in [1, data.length={self.length}]")
-        names = [str(k) for k in range(self.length + 1)]
-        sizes = {"train": self.num_train, "validation": self.num_val, "test": self.num_test}
-        splits = {}
-        for split, n in sizes.items():
-            rng = random.Random(f"counting_ones/{self.seed}/{split}")
-            texts, labels = [], []
-            for _ in range(n):
-                size = rng.randint(low, self.length)
-                ones = rng.randint(0, size)
-                bits = ["1"] * ones + ["0"] * (size - ones)
-                rng.shuffle(bits)
-                texts.append("".join(bits))
-                labels.append(ones)
-            splits[split] = labelled_dataset(texts, labels, names)
-        return DatasetDict(splits)
+
+    @property
+    def low(self) -> int:
+        return self.length if self.min_length is None else int(self.min_length)
+
+    def generate(self, split: str, n: int) -> Dataset:
+        rng = random.Random(f"counting_ones/{self.seed}/{split}")
+        texts, labels = [], []
+        for _ in range(n):
+            size = rng.randint(self.low, self.length)
+            ones = rng.randint(0, size)
+            bits = ["1"] * ones + ["0"] * (size - ones)
+            rng.shuffle(bits)
+            texts.append("".join(bits))
+            labels.append(ones)
+        return labelled_dataset(texts, labels, [str(k) for k in range(self.length + 1)])
 
 
 _NUMBER = {w: n for n, ws in NOUNS.items() for w in ws}

@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from datasets import Dataset, DatasetDict
+from datasets import Dataset
 
-from seqbench.data.sources import Corpus
+from seqbench.data.sources import GeneratedCorpus
 from seqbench.errors import ConfigError
 
 SPLIT_STREAMS = {"train": 0, "validation": 1, "test": 2}
@@ -35,7 +35,7 @@ def split_rng(kind: str, seed: int, split: str) -> np.random.Generator:
 
 
 @dataclass
-class AddingProblem(Corpus):
+class AddingProblem(GeneratedCorpus):
     name: str = "adding"
     task: str = "adding"
     seed: int = 0
@@ -44,14 +44,12 @@ class AddingProblem(Corpus):
     num_test: int = 1000
     length: int = 100
 
-    def load(self) -> DatasetDict:
+    def check(self) -> None:
         if self.length < 2:
             raise ConfigError(f"data.length={self.length} must be >= 2 (one marker per half)")
-        sizes = {"train": self.num_train, "validation": self.num_val, "test": self.num_test}
-        return DatasetDict({split: self.split(split_rng(self.name, self.seed, split), n)
-                            for split, n in sizes.items()})
 
-    def split(self, rng: np.random.Generator, n: int) -> Dataset:
+    def generate(self, split: str, n: int) -> Dataset:
+        rng = split_rng(self.name, self.seed, split)
         T, half = self.length, self.length // 2
         values = rng.random((n, T), dtype=np.float32)
         markers = np.zeros((n, T), dtype=np.int64)
@@ -65,7 +63,7 @@ class AddingProblem(Corpus):
 
 
 @dataclass
-class CopyMemory(Corpus):
+class CopyMemory(GeneratedCorpus):
     name: str = "copy"
     task: str = "copy"
     seed: int = 0
@@ -76,15 +74,13 @@ class CopyMemory(Corpus):
     copy_length: int = 10
     delay: int = 100
 
-    def load(self) -> DatasetDict:
+    def check(self) -> None:
         if self.copy_length < 1 or self.delay < 1 or not 1 <= self.num_symbols <= 26:
             raise ConfigError(f"copy memory needs copy_length >= 1, delay >= 1 and 1 <= num_symbols <= 26 "
                               f"(got {self.copy_length}, {self.delay}, {self.num_symbols})")
-        sizes = {"train": self.num_train, "validation": self.num_val, "test": self.num_test}
-        return DatasetDict({split: self.split(split_rng(self.name, self.seed, split), n)
-                            for split, n in sizes.items()})
 
-    def split(self, rng: np.random.Generator, n: int) -> Dataset:
+    def generate(self, split: str, n: int) -> Dataset:
+        rng = split_rng(self.name, self.seed, split)
         K, L, D = self.num_symbols, self.copy_length, self.delay
         symbols = rng.integers(1, K + 1, (n, L))
         inputs = np.zeros((n, L + D + L), dtype=np.int64)
