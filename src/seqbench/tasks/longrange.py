@@ -53,6 +53,11 @@ class RealInput(Embedding):
 class LongRangeTask(GradientProbe, RecurrentTask):
     """Shared by the long-range tasks: unidirectional stack, recurrent init, probe, throughput."""
 
+    #: metric names accumulated in ``self.sums[f"{stage}_{name}"]`` (MeanMetric: exact under DDP)
+    metric_names: tuple[str, ...] = ()
+    #: which logged values show in the progress bar
+    progress_keys: tuple[str, ...] = ("loss",)
+
     def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: str = "adam",
                  lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.0,
                  recurrent_init: str = "default", recurrent_scale: float = 1.0, **_):
@@ -71,6 +76,30 @@ class LongRangeTask(GradientProbe, RecurrentTask):
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
 
+    def _epoch_end(self, stage: str) -> None:
+        """Compute and reset the stage's running means, add the task's derived values, log them."""
+        sums = [self.sums[f"{stage}_{k}"] for k in self.metric_names]
+        if sums[0].update_count == 0:
+            return
+        values = {k: float(m.compute()) for k, m in zip(self.metric_names, sums)}
+        for m in sums:
+            m.reset()
+        for k, v in self.epoch_values(stage, values).items():
+            self.log(f"{stage}/{k}", v, prog_bar=k in self.progress_keys)
+
+    def epoch_values(self, stage: str, values: dict[str, float]) -> dict[str, float]:
+        """What to log for the stage from its running means (baselines, ratios, renames)."""
+        return values
+
+    def on_train_epoch_end(self):
+        self._epoch_end("train")
+
+    def on_validation_epoch_end(self):
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self):
+        self._epoch_end("test")
+
 
 class AddingTask(LongRangeTask):
     """Adding problem: regress y = sum_t m_t u_t from the final state (see the module docstring).
@@ -82,6 +111,8 @@ class AddingTask(LongRangeTask):
 
     datamodule_class = AddingDataModule
     generates = False
+    metric_names = ("mse", "baseline_mse")
+    progress_keys = ("mse",)
 
     def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: str = "adam",
                  lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.0,
@@ -91,7 +122,7 @@ class AddingTask(LongRangeTask):
                          optimizer, lr, weight_decay, momentum, recurrent_init, recurrent_scale)
         self.save_hyperparameters(logger=False)
         self.head = nn.Linear(self.stack.output_size, 1)
-        self.sums = nn.ModuleDict({f"{s}_{k}": MeanMetric() for s in STAGES for k in ("mse", "baseline_mse")})
+        self.sums = nn.ModuleDict({f"{s}_{k}": MeanMetric() for s in STAGES for k in self.metric_names})
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, T, 2) -> prediction (B,)."""
@@ -113,28 +144,10 @@ class AddingTask(LongRangeTask):
             self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=n)
         return loss
 
-    def _epoch_end(self, stage: str) -> None:
-        mse, base = self.sums[f"{stage}_mse"], self.sums[f"{stage}_baseline_mse"]
-        if mse.update_count == 0:
-            return
-        values = {"mse": float(mse.compute()), "baseline_mse": float(base.compute())}
-        mse.reset()
-        base.reset()
+    def epoch_values(self, stage, values):
         if stage == "train":
-            return
-        values["loss"] = values["mse"]
-        values["mse_ratio"] = values["mse"] / values["baseline_mse"]
-        for k, v in values.items():
-            self.log(f"{stage}/{k}", v, prog_bar=k == "mse")
-
-    def on_train_epoch_end(self):
-        self._epoch_end("train")
-
-    def on_validation_epoch_end(self):
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self):
-        self._epoch_end("test")
+            return {}  # train/loss is logged per step and per epoch by _step
+        return {**values, "loss": values["mse"], "mse_ratio": values["mse"] / values["baseline_mse"]}
 
 
 class CopyTask(LongRangeTask):
@@ -148,6 +161,8 @@ class CopyTask(LongRangeTask):
 
     datamodule_class = CopyDataModule
     generates = False
+    metric_names = ("loss", "recall_accuracy")
+    progress_keys = ("loss", "recall_accuracy")
 
     def __init__(self, vocab_size: int, model: dict, embedding: dict, num_symbols: int = 8,
                  copy_length: int = 10, delay: int = 100, optimizer: str = "adam", lr: float = 1e-3,
@@ -159,7 +174,7 @@ class CopyTask(LongRangeTask):
         self.save_hyperparameters(logger=False)
         self.head = nn.Linear(self.stack.output_size, num_symbols + 1)
         self.baseline = copy_baseline(num_symbols, copy_length, delay)
-        self.sums = nn.ModuleDict({f"{s}_{k}": MeanMetric() for s in STAGES for k in ("loss", "recall_accuracy")})
+        self.sums = nn.ModuleDict({f"{s}_{k}": MeanMetric() for s in STAGES for k in self.metric_names})
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, T) symbols -> logits (B, T, K + 1)."""
@@ -183,26 +198,8 @@ class CopyTask(LongRangeTask):
                      batch_size=y.shape[0])
         return loss
 
-    def _epoch_end(self, stage: str) -> None:
-        loss, acc = self.sums[f"{stage}_loss"], self.sums[f"{stage}_recall_accuracy"]
-        if loss.update_count == 0:
-            return
-        values = {"loss": float(loss.compute()), "recall_accuracy": float(acc.compute())}
-        loss.reset()
-        acc.reset()
-        if stage != "train":
-            values.update(baseline_loss=self.baseline, loss_ratio=values["loss"] / self.baseline,
-                          baseline_recall_accuracy=1.0 / self.hparams.num_symbols)
-        for k, v in values.items():
-            if stage != "train" or k == "recall_accuracy":
-                self.log(f"{stage}/{k}", v, prog_bar=k in ("loss", "recall_accuracy"))
-
-    def on_train_epoch_end(self):
-        self._epoch_end("train")
-
-    def on_validation_epoch_end(self):
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self):
-        self._epoch_end("test")
-
+    def epoch_values(self, stage, values):
+        if stage == "train":  # train/loss is logged per step and per epoch by _step
+            return {"recall_accuracy": values["recall_accuracy"]}
+        return {**values, "baseline_loss": self.baseline, "loss_ratio": values["loss"] / self.baseline,
+                "baseline_recall_accuracy": 1.0 / self.hparams.num_symbols}
