@@ -11,6 +11,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from seqbench.validate import CONF_DIR
@@ -66,3 +67,14 @@ def cli(*args: str, root: Path, env_extra: dict | None = None, timeout: int = 60
 TINY_CLASSIFY = ["task=classify", "model.hidden_size=16", "task.batch_size=16",
                  "task.eval_batch_size=64", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
                  "num_threads=1"]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors (cells, step-by-step decoding) gain nothing from threads, and on a shared
+    2-core box OpenMP's barriers make them several times slower: use as
+    ``pytestmark = pytest.mark.usefixtures("one_thread")`` to run a module single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,14 +18,7 @@ from seqbench.errors import ConfigError
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a shared 2-core box OpenMP's barriers make
-    them several times slower: run these tests single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 LENGTHS = torch.tensor([6, 2, 5, 1, 6])                     # B = 5, T = 6, unsorted
 

@@ -10,14 +10,7 @@ from seqbench.cells import SCRATCH_CELLS, build_stack, detach_state, load_fused_
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a shared 2-core box OpenMP's barriers make
-    them several times slower: run these tests single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 CELLS = sorted(SCRATCH_CELLS)
 
 

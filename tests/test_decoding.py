@@ -12,13 +12,7 @@ from seqbench.errors import ConfigError
 from seqbench.tasks.lm import LanguageModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Step-by-step decoding of tiny models: one intra-op thread is ~10x faster on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # step-by-step decoding of tiny models
 
 
 def tiny_lm(cell: str = "lstm", vocab: int = 7, hidden: int = 16, seed: int = 0, sharpen: float = 3.0):

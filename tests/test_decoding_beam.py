@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from seqbench.decoding import Beam, Greedy, banned_by_ngrams
-from test_decoding import FixedLM, one_thread, tiny_lm  # noqa: F401  (one_thread: autouse fixture)
+from test_decoding import FixedLM, tiny_lm
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PROMPTS = torch.tensor([[1, 2], [3, 0], [2, 2]])  # ids < 4: every vocabulary below fits
 

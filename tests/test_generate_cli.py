@@ -13,7 +13,8 @@ from mlflow import MlflowClient
 from conftest import TINY, compose_cfg
 from seqbench.errors import ConfigError
 from seqbench.validate import CONF_DIR, group_options
-from test_decoding import one_thread  # noqa: F401  (autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import torch
 
 from seqbench.metrics.generation import (copy_rate, distinct_n, mean_length, ngram_set, nll_per_char,
                                          repetition_rate, self_bleu, text_metrics)
-from test_decoding import one_thread  # noqa: F401  (autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_distinct_n_by_hand():
