@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -149,3 +156,48 @@ def test_cli_bad_value_is_one_line(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip() == ("seqbench: error: unknown model.impl 'warp'; valid choices: auto, fused, "
                                 "scratch")
+
+
+def wait_for(predicate, timeout=120.0, every=0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (value := predicate()):
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+def running_runs(db: Path) -> int:
+    """RUNNING runs in the store, read without MLflow's client (which would race the writer's
+    schema migration of a fresh store)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            return con.execute("SELECT COUNT(*) FROM runs WHERE status = 'RUNNING'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.parametrize("multirun", [False, True], ids=["single", "joblib-multirun"])
+def test_terminated_run_is_recorded_killed(tmp_path, multirun):
+    """SIGTERM (a killed sweep, SLURM preemption) ends every run in flight as KILLED with the signal
+    as reason; also in joblib worker processes, where the job function runs outside main()."""
+    sweep = ["-m", "model=rnn,gru", "hydra/launcher=local", "hydra.launcher.n_jobs=2", "num_threads=1"] \
+        if multirun else []
+    env = {**os.environ, "SEQBENCH_ROOT": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "seqbench", *sweep, *TINY, "trainer.max_epochs=500"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    expected = 2 if multirun else 1
+    try:
+        wait_for(lambda: running_runs(tmp_path / "mlflow.db") == expected)
+        time.sleep(2)  # inside training
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    _, runs = runs_in(tmp_path)
+    assert len(runs) == expected
+    for r in runs:
+        assert r.info.status == "KILLED", (r.info.status, r.data.tags.get("failure_reason"))
+        assert "Terminated: terminated by signal 15 (SIGTERM)" in r.data.tags["failure_reason"]

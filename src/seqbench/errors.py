@@ -13,6 +13,19 @@ class DataError(SeqbenchError):
     """A corpus is missing, empty or undecodable."""
 
 
+class Terminated(BaseException):
+    """The process was told to stop (SIGTERM: a killed sweep, SLURM preemption; SIGINT: Ctrl-C);
+    the run in flight ends KILLED with the signal as reason. A BaseException like
+    KeyboardInterrupt, so no ``except Exception`` swallows it, but not a KeyboardInterrupt:
+    Lightning turns that into ``sys.exit(1)`` and the reason would be lost."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(f"terminated by signal {signum} ({signal.Signals(signum).name})")
+        self.exit_code = 128 + signum
+
+
 def choice_error(what: str, value, choices) -> ConfigError:
     """``ConfigError("unknown model 'foo'; valid choices: gru, lstm, rnn")``."""
     return ConfigError(f"unknown {what} {value!r}; valid choices: {', '.join(sorted(map(str, choices)))}")

@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqbench.errors import ConfigError, instantiate
 from seqbench.cli import hydra_entry
-from seqbench.validate import CONF_DIR
 
 
 @dataclass

@@ -18,6 +18,8 @@ from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
+from seqbench.errors import Terminated
+
 #: top-level config keys that do not change a run's results (where it writes, how it is tracked)
 OUTPUT_ONLY_KEYS = ("paths", "logger", "hydra", "ckpt_path", "num_threads", "study", "skip_finished")
 #: trainer keys that do not change results
@@ -89,6 +91,26 @@ def quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+@contextmanager
+def first_use_lock(tracking_uri: str) -> Iterator[None]:
+    """Serialise the first access to a local sqlite store across processes (``fcntl.flock`` on
+    ``<db>.lock``): MLflow creates and migrates the schema on first use, and parallel first users
+    (a joblib multirun on a fresh store) race in that migration. Servers need no lock."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class Tracker:
     """Owns one MLflow run. Construct on rank 0 only; other ranks use :class:`NullTracker`."""
 
@@ -102,8 +124,9 @@ class Tracker:
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.log_checkpoint = log_checkpoint
         mlflow.set_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri)
-        self.experiment_id = self._experiment_id(experiment, artifact_location)
+        with first_use_lock(tracking_uri):
+            self.client = MlflowClient(tracking_uri)
+            self.experiment_id = self._experiment_id(experiment, artifact_location)
         self.run_id: str | None = None
 
     def _experiment_id(self, name: str, artifact_location: str | None) -> str:
@@ -181,7 +204,14 @@ class Tracker:
             yield self
         except BaseException as e:
             reason = f"{type(e).__name__}: {e}".strip()
-            self.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED", reason)
+            status = "KILLED" if isinstance(e, (KeyboardInterrupt, Terminated)) else "FAILED"
+            try:
+                self.finish(status, reason)
+            except Exception:  # a signal can land inside a store write: retry on a fresh client
+                from mlflow import MlflowClient
+
+                self.client = MlflowClient(self.tracking_uri)
+                self.finish(status, reason)
             raise
         self.finish("FINISHED")
 
