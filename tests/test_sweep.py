@@ -4,8 +4,10 @@ fault tolerant (a diverging job is FAILED, the others finish), and the report bu
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -149,3 +151,34 @@ def test_sweep_rejects_bad_grid_before_any_job(tmp_path, bad, message):
     errors = [line for line in p.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("seqbench.sweep: error: ") and message in errors[0], p.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_interrupted_sweep_records_killed_runs_and_stops(tmp_path):
+    """Ctrl-C (SIGINT to the process group) during a sweep: the jobs in flight end KILLED with the
+    signal as reason, the next grid is not started, and the sweep exits 128 + SIGINT."""
+    from test_run import running_runs, wait_for
+
+    study = tmp_path / "long.yaml"
+    study.write_text(yaml.safe_dump({"name": "long", "seeds": [0], "common": [*(o for o in TINY_COMMON if not o.startswith("trainer.max_epochs")),
+                                                                       "trainer.max_epochs=500"],
+                                     "grids": [{"name": "slow", "overrides": ["model=rnn,gru"]},
+                                               {"name": "never started", "overrides": ["model=lstm"]}]}))
+    env = {**os.environ, "SEQBENCH_ROOT": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "seqbench.sweep", str(study), "--jobs", "2"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: running_runs(tmp_path / "mlflow.db") == 2)
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
+    assert "stopped by signal 2" in err
+    _, killed = runs(tmp_path)
+    assert sorted(r.data.tags["model"] for r in killed) == ["gru", "rnn"]
+    for r in killed:
+        assert r.info.status == "KILLED"
+        assert "terminated by signal 2 (SIGINT)" in r.data.tags["failure_reason"]

@@ -120,6 +120,28 @@ def preflight(study: dict, root: str, extra: list[str]) -> list:
     return expected
 
 
+def run_grid(cmd: list[str]) -> int | None:
+    """Run one grid's multirun; on SIGTERM/SIGINT pass the signal to it (it records its runs in
+    flight as KILLED and exits) instead of killing it, and return the signal (else None)."""
+    import signal
+
+    received: list[int] = []
+    proc = subprocess.Popen(cmd)
+
+    def forward(signum, frame):
+        if not received:
+            received.append(signum)
+            proc.send_signal(signum)  # again, if the whole process group got it: its handler ignores repeats
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return received[0] if received else None
+
+
 def summarize(study: dict, expected: list, extra: list[str]) -> int:
     """Count the study's configurations by their MLflow status; list those without a FINISHED run."""
     from seqbench.report import fetch_runs, problems, tracker_for
@@ -161,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"== {study['name']}: {len(expected)} configurations in {len(commands)} grid(s)", flush=True)
     for grid, cmd in zip(study["grids"], commands):
         print(f"== {study['name']}: {grid.get('name', '')}", flush=True)
-        subprocess.run(cmd)  # a failing job is recorded FAILED by the job itself; the grid goes on
+        # a failing job is recorded FAILED by the job itself; the grid goes on
+        if (signum := run_grid(cmd)) is not None:
+            print(f"== {study['name']}: stopped by signal {signum}; runs in flight are recorded KILLED. "
+                  f"Run the same command again to finish what is missing.", file=sys.stderr)
+            return 128 + signum
     if args.launcher == "slurm":  # submitit returns when the jobs are queued or done; nothing to count yet
         return 0
     # exit 1 only when a configuration left no record at all; FAILED runs are results, listed here
