@@ -8,6 +8,7 @@ from seqbench.errors import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from seqbench.errors import choice_error
+from seqbench.init import init_recurrent
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
@@ -30,12 +31,14 @@ class RecurrentTask(pl.LightningModule):
     generates: bool = False
 
     def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: str = "adam",
-                 lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.0, **_):
+                 lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.0,
+                 recurrent_init: str = "default", recurrent_scale: float = 1.0, **_):
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise choice_error("task.optimizer", optimizer, OPTIMIZERS)
         self.embedding = instantiate(plain(embedding), vocab_size=vocab_size)
         self.stack = instantiate(plain(model), input_size=self.embedding.dim)
+        init_recurrent(self.stack, recurrent_init, recurrent_scale)  # seqbench.init: default keeps torch's
 
     def configure_optimizers(self):
         hp = self.hparams

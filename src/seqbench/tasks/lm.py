@@ -23,7 +23,6 @@ from torchmetrics import SumMetric
 from seqbench.cells import detach_state
 from seqbench.data.lm import LMDataModule
 from seqbench.errors import ConfigError
-from seqbench.init import init_recurrent
 from seqbench.metrics.agreement import agreement_accuracy
 from seqbench.metrics.gradients import GradientProbe
 from seqbench.tasks.base import RecurrentTask
@@ -39,14 +38,12 @@ class LanguageModel(GradientProbe, RecurrentTask):
     def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: str = "adam",
                  lr: float = 3e-3, weight_decay: float = 0.0, momentum: float = 0.0,
                  head_dropout: float = 0.0, unk_id: int | None = None, **task_options):
-        super().__init__(vocab_size, model, embedding, optimizer, lr, weight_decay, momentum)
+        super().__init__(vocab_size, model, embedding, optimizer, lr, weight_decay, momentum, **task_options)
         self.save_hyperparameters(logger=False)
         if self.stack.bidirectional:
             raise ConfigError(f"model={model.get('name', model.get('cell'))} is bidirectional and cannot "
                               f"generate left to right: task=lm needs bidirectional=false "
                               f"(use task=classify for bidirectional models)")
-        init_recurrent(self.stack, task_options.get("recurrent_init", "default"),
-                       task_options.get("recurrent_scale", 1.0))
         self.head_drop = nn.Dropout(head_dropout)
         self.head = nn.Linear(self.stack.output_size, vocab_size)
         self.sums = nn.ModuleDict({f"{stage}_{k}": SumMetric() for stage in EVAL_STAGES for k in SUMS})

@@ -29,7 +29,6 @@ from torchmetrics import MeanMetric
 
 from seqbench.data.longrange import AddingDataModule, CopyDataModule, copy_baseline
 from seqbench.errors import ConfigError
-from seqbench.init import init_recurrent
 from seqbench.metrics.gradients import GradientProbe
 from seqbench.models import Embedding
 from seqbench.tasks.base import RecurrentTask
@@ -61,11 +60,11 @@ class LongRangeTask(GradientProbe, RecurrentTask):
     def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: str = "adam",
                  lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.0,
                  recurrent_init: str = "default", recurrent_scale: float = 1.0, **_):
-        super().__init__(vocab_size, model, embedding, optimizer, lr, weight_decay, momentum)
+        super().__init__(vocab_size, model, embedding, optimizer, lr, weight_decay, momentum,
+                         recurrent_init, recurrent_scale)
         if self.stack.bidirectional:
             raise ConfigError(f"model={model.get('name', model.get('cell'))} is bidirectional: the long-range "
                               f"tasks read the state left to right (use a unidirectional model)")
-        init_recurrent(self.stack, recurrent_init, recurrent_scale)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
