@@ -14,7 +14,6 @@ Trained with cross-entropy; reports loss, accuracy and macro-F1 (torchmetrics) o
 from __future__ import annotations
 
 import time
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +25,6 @@ from seqbench.errors import ConfigError
 from seqbench.tasks.base import RecurrentTask
 
 STAGES = ("train", "val", "test")
-# torch.backends.mkldnn.flags() warns about an Intel-GPU feature on every CPU build
-warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
 
 
 def top_layer_final(state, num_layers: int, num_directions: int) -> Tensor:
@@ -60,12 +57,7 @@ class Classifier(RecurrentTask):
 
     def forward(self, tokens: Tensor, lengths: Tensor | None = None) -> Tensor:
         """tokens (B, T), lengths (B,) -> class logits (B, num_classes)."""
-        x = self.embedding(tokens)
-        # CPU: on packed (variable-length) input oneDNN's RNN kernel is slower than ATen's
-        # (torch 2.13, 2 cores: LSTM B=32 T<=270 fwd+bwd 149 vs 100 ms at 1 thread, 2-4x under
-        # thread contention); use ATen's. Unpacked input keeps oneDNN, its fast case.
-        with torch.backends.mkldnn.flags(enabled=x.device.type != "cpu" or lengths is None):
-            _, state = self.stack(x, lengths=lengths)
+        _, state = self.stack(self.embedding(tokens), lengths=lengths)
         return self.head(top_layer_final(state, self.stack.num_layers, self.stack.num_directions))
 
     def _step(self, batch, stage: str) -> Tensor:
