@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
-from seqbench.study import load_study
+from seqbench.study import check_base, expand, load_study, studies
 from seqbench.sweep import grid_commands
 from seqbench.errors import ConfigError
+from seqbench.validate import CONF_DIR, validate
 
 TINY_COMMON = ["trainer.enable_progress_bar=false", "data.num_train=300", "data.num_val=50",
                "data.num_test=50", "model.hidden_size=16", "embedding.dim=8", "trainer.max_epochs=2",
@@ -138,6 +140,9 @@ def test_sweep_is_fault_tolerant_resumable_and_reported(tmp_path):
     (["model.hidden_size=0"], "model.hidden_size=0 must be >= 1"),
     (["model.hiden_size=8"], "grid 'bad': Could not override 'model.hiden_size'"),
     (["model=rnn,lsmt"], "unknown model 'lsmt'; valid choices: bigru, bilstm, birnn, cifg, gru, lstm"),
+    # every job composes, but Hydra's base config (swept groups at their defaults: char) does not
+    (["tokenizer=bpe,word", "tokenizer.vocab_size=100"],
+     "grid 'bad': Could not override 'tokenizer.vocab_size'. in the base config Hydra composes"),
 ])
 def test_sweep_rejects_bad_grid_before_any_job(tmp_path, bad, message):
     """Every configuration is validated and every dataset loaded once before jobs fan out: one
@@ -182,3 +187,19 @@ def test_interrupted_sweep_records_killed_runs_and_stops(tmp_path):
     for r in killed:
         assert r.info.status == "KILLED"
         assert "terminated by signal 2 (SIGINT)" in r.data.tags["failure_reason"]
+
+
+@pytest.mark.parametrize("name", [s for s in studies() if load_study(s).get("kind") != "decoding"])
+def test_every_shipped_study_composes_and_validates(name, tmp_path):
+    """What the sweep's preflight checks before any job, for every study in pipelines/ (first and
+    last point of each grid, to keep it quick): the grid's base config and its jobs compose and
+    validate (datasets are not loaded here)."""
+    study = load_study(name)
+    seeds = ",".join(map(str, study.get("seeds", [0])))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for grid in study["grids"]:
+            sweep = [*grid["overrides"], f"seed={seeds}", *study.get("common", [])]
+            check_base(grid, sweep, str(tmp_path))
+            points = expand(sweep)
+            for point in (points[0], points[-1]):
+                validate(compose("config", overrides=[f"paths.root={tmp_path}", *point]))

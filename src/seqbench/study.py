@@ -20,7 +20,8 @@ PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 
 
 def studies() -> list[str]:
-    return sorted(p.stem for p in PIPELINES.glob("*.yaml"))
+    """Names of the studies in pipelines/ (tune.yaml there is a search space, not a study)."""
+    return sorted(p.stem for p in PIPELINES.glob("*.yaml") if "name" in (yaml.safe_load(p.read_text()) or {}))
 
 
 def load_study(name: str) -> dict:
@@ -71,6 +72,7 @@ def expected_runs(study: dict, root: str, extra: list[str] = ()) -> list[Expecte
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for grid in study["grids"]:
             sweep = [*grid["overrides"], f"seed={seeds}", *study.get("common", []), *extra]
+            check_base(grid, sweep, root)
             for point in expand(sweep):
                 check_overrides(point)
                 try:
@@ -79,3 +81,21 @@ def expected_runs(study: dict, root: str, extra: list[str] = ()) -> list[Expecte
                     raise ConfigError(f"grid '{grid.get('name', '')}': {str(e).splitlines()[0]}") from None
                 out.append(Expected(point, cfg))
     return out
+
+
+def check_base(grid: dict, sweep: list[str], root: str) -> None:
+    """Hydra's multirun first composes a grid's base config from its non-sweep overrides alone
+    (every swept group at its default), so ``tokenizer=bpe,word tokenizer.vocab_size=1000`` fails
+    there (the default char tokenizer has no vocab_size) even though every job would compose."""
+    from hydra import compose
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(sweep)
+    base = [o.input_line for o in parsed if not o.is_sweep_override()]
+    swept = [o.get_key_element() for o in parsed if o.is_sweep_override()]
+    try:
+        compose("config", overrides=[f"paths.root={root}", *base])
+    except Exception as e:
+        raise ConfigError(f"grid '{grid.get('name', '')}': {str(e).splitlines()[0]} in the base config "
+                          f"Hydra composes without the swept values ({', '.join(swept)} at their defaults); "
+                          f"split the grid so that override applies to one option") from None

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from seqbench.errors import ConfigError, SeqbenchError
+from seqbench.errors import ConfigError, SeqbenchError, Terminated
+from seqbench.stopping import handle_signals, restore_signals, stop_job
 from seqbench.study import PIPELINES
 
 SPACE_TYPES = ("float", "int", "categorical")
@@ -66,8 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     models = next((o.split("=", 1)[1].split(",") for o in args.overrides if o.startswith("model=")), ["lstm"])
     rest = [o for o in args.overrides if not o.startswith("model=")]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    best = {model: tune_one([*rest, f"model={model}"], space, args.trials, args.seed, root)
-            for model in models}
+    previous = handle_signals(stop_job)  # Ctrl-C / SIGTERM: the trial in flight ends KILLED (FAIL in optuna)
+    try:
+        best = {model: tune_one([*rest, f"model={model}"], space, args.trials, args.seed, root)
+                for model in models}
+    except Terminated as e:
+        print(f"seqbench.tune: {e}; run the same command again to continue", file=sys.stderr)
+        return e.exit_code
+    finally:
+        restore_signals(previous)
     objective = space.get("objective", "val/best_loss")
     print(f"\nbest trial per cell ({objective}, {space.get('direction', 'minimize')}; optuna.db):")
     print(f"| model | {objective} | " + " | ".join(space["params"]) + " | complete trials | MLflow run |")
