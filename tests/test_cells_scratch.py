@@ -137,6 +137,18 @@ def test_state_carry_across_windows(cell, impl):
 
 
 # ------------------------------------------------------------------ peephole and CIFG
+def assert_same_padded_forward(reference, stack):
+    """Outputs and final (h, c) of two LSTM-family stacks agree on a padded batch (B3 T5 I3);
+    returns both outputs for gradient checks."""
+    x = torch.randn(3, 5, 3, dtype=DT)
+    lengths = torch.tensor([5, 3, 4])
+    out_r, (h_r, c_r) = reference(x, lengths=lengths)
+    out_s, (h_s, c_s) = stack(x, lengths=lengths)
+    for a, b in ((out_s, out_r), (h_s, h_r), (c_s, c_r)):
+        torch.testing.assert_close(a, b)
+    return out_r, out_s
+
+
 def test_peephole_with_zero_peepholes_equals_lstm():
     torch.manual_seed(0)
     lstm = build_stack("lstm", 3, 4, num_layers=2, bidirectional=True, impl="fused").to(DT)
@@ -147,12 +159,7 @@ def test_peephole_with_zero_peepholes_equals_lstm():
                 p.zero_()
             else:
                 p.copy_(dict(lstm.rnn.named_parameters())[name])
-    x = torch.randn(3, 5, 3, dtype=DT)
-    lengths = torch.tensor([5, 3, 4])
-    out_l, (h_l, c_l) = lstm(x, lengths=lengths)
-    out_p, (h_p, c_p) = peep(x, lengths=lengths)
-    for a, b in ((out_p, out_l), (h_p, h_l), (c_p, c_l)):
-        torch.testing.assert_close(a, b)
+    out_l, out_p = assert_same_padded_forward(lstm, peep)
     out_l.sum().backward()
     out_p.sum().backward()
     for name, p in peep.named_parameters():
@@ -198,12 +205,7 @@ def test_cifg_equals_lstm_with_input_gate_tied_to_minus_forget():
         for name, p in lstm.rnn.named_parameters():
             f, g, o = getattr(cifg, name).split(H)                          # (f, g, o) blocks
             p.copy_(torch.cat([-f, f, g, o]))
-    x = torch.randn(3, 5, 3, dtype=DT)
-    lengths = torch.tensor([5, 3, 4])
-    out_l, (h_l, c_l) = lstm(x, lengths=lengths)
-    out_c, (h_c, c_c) = cifg(x, lengths=lengths)
-    for a, b in ((out_c, out_l), (h_c, h_l), (c_c, c_l)):
-        torch.testing.assert_close(a, b)
+    assert_same_padded_forward(lstm, cifg)
 
 
 def test_load_fused_weights_into_scratch():

@@ -47,9 +47,9 @@ class GeneratedCorpus(Corpus):
     copied from) the training ones. Subclasses implement :meth:`generate` (and :meth:`check`)."""
 
     seed: int = 0
-    num_train: int = 1000
-    num_val: int = 100
-    num_test: int = 100
+    num_train: int = 10000
+    num_val: int = 1000
+    num_test: int = 1000
 
     def check(self) -> None:
         """Raise ConfigError for parameters that cannot generate anything (before generating)."""

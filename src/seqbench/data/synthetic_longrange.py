@@ -37,11 +37,7 @@ def split_rng(kind: str, seed: int, split: str) -> np.random.Generator:
 @dataclass
 class AddingProblem(GeneratedCorpus):
     name: str = "adding"
-    task: str = "adding"
-    seed: int = 0
-    num_train: int = 10000
-    num_val: int = 1000
-    num_test: int = 1000
+    task: str = "adding"    # seed, num_train/val/test: GeneratedCorpus (10,000 / 1,000 / 1,000)
     length: int = 100
 
     def check(self) -> None:
@@ -65,11 +61,7 @@ class AddingProblem(GeneratedCorpus):
 @dataclass
 class CopyMemory(GeneratedCorpus):
     name: str = "copy"
-    task: str = "copy"
-    seed: int = 0
-    num_train: int = 10000
-    num_val: int = 1000
-    num_test: int = 1000
+    task: str = "copy"    # seed, num_train/val/test: GeneratedCorpus (10,000 / 1,000 / 1,000)
     num_symbols: int = 8
     copy_length: int = 10
     delay: int = 100
