@@ -30,9 +30,9 @@ run: install  ## the default job: char-LM on the synthetic corpus, tracked in ML
 test: install  ## the whole test suite (offline, ~10 min on 2 cores)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-ui: install  ## MLflow UI over the project's store on 127.0.0.1:$(PORT)
-	@echo "runs table: http://127.0.0.1:$(PORT)/#/experiments/1/runs"
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(PORT)
+ui: install  ## MLflow UI over the project's store (or $$MLFLOW_TRACKING_URI) on 127.0.0.1:$(PORT)
+	@echo "experiments (seqbench = single runs, seqbench/<study> = a study): http://127.0.0.1:$(PORT)/#/experiments"
+	$(BIN)/mlflow ui --backend-store-uri $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db) --host 127.0.0.1 --port $(PORT)
 
 sweep: install  ## run a study: make sweep STUDY=cells (pipelines/<study>.yaml; LAUNCHER=local|slurm|basic)
 	$(BIN)/python -m seqbench.sweep $(STUDY) --launcher $(or $(LAUNCHER),local) $(ARGS)

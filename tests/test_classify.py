@@ -97,7 +97,7 @@ def test_counting_ones_is_learned_by_an_lstm(tmp_path):
     """8-bit strings, 9 classes, 300 Adam steps (3 epochs x 100 batches of 32)."""
     cfg = compose_cfg([*TINY_CLASSIFY, "data=counting_ones", "data.length=8", "data.num_train=3200",
                        "data.num_val=200", "data.num_test=300", "model=lstm", "model.hidden_size=32",
-                       "task.batch_size=32", "task.lr=0.01", "task.head_dropout=0.0", "trainer.max_epochs=3",
+                       "task.batch_size=32", "optimizer.lr=0.01", "task.head_dropout=0.0", "trainer.max_epochs=3",
                        "logger=none"], root=tmp_path)
     result = run(cfg)
     assert result["test/accuracy"] >= 0.9, result

@@ -49,6 +49,7 @@ def test_each_group_has_its_default_and_choices():
     ("model=transformer", "unknown model 'transformer'; valid choices: "),
     ("data=imagenet", "unknown data 'imagenet'; valid choices: "),
     ("trainer=tpu", "unknown trainer 'tpu'; valid choices: cpu, ddp, ddp_cpu, gpu"),
+    ("optimizer=rmsprop", "unknown optimizer 'rmsprop'; valid choices: adagrad, adam, adamw, sgd"),
     ("model=lstm,foo", "unknown model 'foo'"),
 ])
 def test_unknown_group_option_lists_valid_choices(override, message):
@@ -64,8 +65,8 @@ def test_unknown_group_option_lists_valid_choices(override, message):
 @pytest.mark.parametrize("override,fragment", [
     ("model.impl=magic", "unknown model.impl 'magic'; valid choices: auto, fused, scratch"),
     ("model.nonlinearity=sigmoid", "valid choices: relu, tanh"),
-    ("task.optimizer=adagrad", "unknown task.optimizer 'adagrad'; valid choices: adam, sgd"),
-    ("task.lr=0", "task.lr=0 must be > 0"),
+    ("optimizer.lr=0", "optimizer.lr=0 must be > 0"),
+    ("optimizer.betas=[1.5,0.9]", "optimizer=adam: Invalid beta parameter at index 0: 1.5"),
     ("trainer.gradient_clip_algorithm=median", "valid choices: norm, value"),
     ("model.hidden_size=0", "model.hidden_size=0 must be >= 1"),
     ("model.bidirectional=true", "bidirectional"),
@@ -91,5 +92,6 @@ def test_config_hash_ignores_outputs_and_tracks_experiment():
     assert config_hash(compose_cfg(["logger=none"])) == base
     assert config_hash(compose_cfg(["trainer.enable_progress_bar=false"])) == base
     # what is trained does
-    for override in ("model=gru", "seed=1", "task.lr=0.01", "data.num_train=10", "trainer.max_epochs=1"):
+    for override in ("model=gru", "seed=1", "optimizer.lr=0.01", "scheduler=step", "data.num_train=10",
+                     "trainer.max_epochs=1"):
         assert config_hash(compose_cfg([override])) != base, override

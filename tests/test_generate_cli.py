@@ -113,7 +113,7 @@ def test_compare_decoding_table_and_mlflow_run(trained):
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
     run = client.get_run(result["run_id"])
     assert run.info.status == "FINISHED"
-    assert run.data.tags["task"] == "decode" and run.data.tags["parent_run_id"] == run_id
+    assert run.data.tags["task"] == "decode" and run.data.tags["source_run_id"] == run_id
     assert run.data.tags["decoding"] == ",".join(names)
     for name in names:
         for metric in ("nll_per_char", "distinct_2", "repetition_4", "self_bleu", "copy_4",

@@ -62,7 +62,7 @@ def test_copy_baseline_is_the_memoryless_cross_entropy(delay):
 def test_an_lstm_solves_the_adding_problem_at_small_length(tmp_path):
     """T = 20, 500 Adam steps (one epoch of 16,000 sequences in batches of 32): MSE far below 1/6."""
     cfg = compose_cfg(["task=adding", "data=adding", "data.length=20", "data.num_train=16000", "data.num_val=200",
-                       "data.num_test=500", "model=lstm", "model.hidden_size=32", "task.lr=0.01",
+                       "data.num_test=500", "model=lstm", "model.hidden_size=32", "optimizer.lr=0.01",
                        "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "logger=none",
                        "task.probe=false"], root=tmp_path)
     result = run(cfg)

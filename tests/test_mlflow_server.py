@@ -69,10 +69,16 @@ def test_sweep_logs_everything_to_a_tracking_server(server, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert not (tmp_path / "mlflow.db").exists()  # nothing went to the local store
 
-    exp = api(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=seqbench")["experiment"]
+    # the study is one place: its own experiment, one parent run, the jobs nested under it
+    exp = api(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=seqbench/server")["experiment"]
     runs = api(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
-    assert sorted(r["info"]["run_name"] for r in runs) == ["lm/synthetic/char/gru/s0", "lm/synthetic/char/rnn/s0"]
-    for r in runs:
+    tags_of = lambda r: {t["key"]: t["value"] for t in r["data"]["tags"]}
+    (parent,) = [r for r in runs if tags_of(r).get("task") == "study"]
+    jobs = [r for r in runs if r is not parent]
+    assert parent["info"]["run_name"] == "server" and parent["info"]["status"] == "FINISHED"
+    assert sorted(r["info"]["run_name"] for r in jobs) == ["lm/synthetic/char/gru/s0", "lm/synthetic/char/rnn/s0"]
+    assert {tags_of(r)["mlflow.parentRunId"] for r in jobs} == {parent["info"]["run_id"]}
+    for r in jobs:
         assert r["info"]["status"] == "FINISHED"
         tags = {t["key"]: t["value"] for t in r["data"]["tags"]}
         assert tags["study"] == "server" and len(tags["config_hash"]) == 16 and tags["task"] == "lm"
@@ -83,7 +89,8 @@ def test_sweep_logs_everything_to_a_tracking_server(server, tmp_path):
         files = api(base, f"/api/2.0/mlflow/artifacts/list?run_id={r['info']['run_id']}")["files"]
         assert {"config.yaml", "samples.txt", "tokenizer.json"} <= {f["path"] for f in files}
 
-    # the UI's runs table lists the runs by name
+    # the UI's runs table shows the study collapsed under its parent: the parent's row with an expander
+    # in its name cell, the nested jobs hidden until it is expanded
     if CHROMIUM is None:
         pytest.skip("chromium not installed (.ci/run installs it)")
     url = f"{base}/#/experiments/{exp['experiment_id']}/runs"
@@ -92,4 +99,6 @@ def test_sweep_logs_everything_to_a_tracking_server(server, tmp_path):
                           "--disable-sync", f"--user-data-dir={tmp_path / 'chrome'}",
                           "--virtual-time-budget=30000", "--dump-dom", url],
                          capture_output=True, text=True, timeout=180).stdout
-    assert "lm/synthetic/char/rnn/s0" in dom and "lm/synthetic/char/gru/s0" in dom
+    name_cell = dom[:dom.index(f'/runs/{parent["info"]["run_id"]}"><span')].rsplit('col-id="attributes.`Run Name`"', 1)[-1]
+    assert "runnamecellrenderer" in name_cell and "<button" in name_cell  # the expand/collapse button
+    assert "lm/synthetic/char/rnn/s0" not in dom and "lm/synthetic/char/gru/s0" not in dom

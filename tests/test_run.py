@@ -52,6 +52,14 @@ def test_one_finished_run_with_params_tags_artifacts(tiny_run):
     params = r.data.params
     assert params["model.hidden_size"] == "32" and params["task.bptt"] == "32"
     assert params["trainer.max_epochs"] == "3" and params["seed"] == "0"
+    # the columns a comparison needs: the primary metric (and which it is), size, budget used, protocol
+    assert r.data.metrics["primary"] == r.data.metrics["test/bits_per_char"]
+    assert tags["primary_metric"] == "test/bits_per_char (lower is better)"
+    assert r.data.metrics["num_parameters"] == result["num_parameters"] > 0
+    assert r.data.metrics["epochs_trained"] == 3 and "converged" not in r.data.metrics  # no early stopping
+    assert tags["mlflow.note.content"].startswith("lm/synthetic/char/lstm/s0: task **lm**, data **synthetic**")
+    assert "budget 3 epoch(s), no early stopping" in tags["mlflow.note.content"]
+    assert "mlflow.parentRunId" not in tags  # a single run is a top-level run
     artifacts = {f.path for f in client.list_artifacts(r.info.run_id)}
     assert {"config.yaml", "samples.txt", "tokenizer.json", "checkpoints"} <= artifacts
     samples = client.download_artifacts(r.info.run_id, "samples.txt", str(root))
@@ -201,3 +209,21 @@ def test_terminated_run_is_recorded_killed(tmp_path, multirun):
     for r in runs:
         assert r.info.status == "KILLED", (r.info.status, r.data.tags.get("failure_reason"))
         assert "Terminated: terminated by signal 15 (SIGTERM)" in r.data.tags["failure_reason"]
+
+
+@pytest.mark.parametrize("patience, min_delta, epochs, converged", [
+    (1, 100.0, 2, 1.0),   # no epoch improves val/loss by 100 nats: stops after one epoch of patience
+    (5, 0.0, 3, 0.0),     # still improving when the 3-epoch budget runs out: not converged
+])
+def test_early_stopping_records_convergence(tmp_path, patience, min_delta, epochs, converged):
+    from conftest import compose_cfg
+
+    cfg = compose_cfg([*TINY, "trainer.max_epochs=3", "task.probe=false", "task.generate.num_samples=1",
+                       f"early_stopping.patience={patience}", f"early_stopping.min_delta={min_delta}"], root=tmp_path)
+    result = run(cfg)
+    assert result["epochs_trained"] == epochs and result["converged"] == converged
+    _, (r,) = runs_in(tmp_path)
+    assert r.data.metrics["converged"] == converged and r.data.metrics["epochs_trained"] == epochs
+    assert len({m.step for m in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(
+        r.info.run_id, "val/loss")}) == epochs
+    assert f"early stopping on val/loss (patience {patience}" in r.data.tags["mlflow.note.content"]

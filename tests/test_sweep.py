@@ -30,7 +30,7 @@ def write_study(path: Path) -> Path:
              "seeds": [0, 1], "common": TINY_COMMON,
              "grids": [{"name": "cells", "overrides": ["model=rnn,gru"]},
                        {"name": "injected failure",
-                        "overrides": ["model=lstm", "task.optimizer=sgd", "task.lr=1e30",
+                        "overrides": ["model=lstm", "optimizer=sgd", "optimizer.lr=1e30",
                                       "trainer.gradient_clip_val=null"]}]}
     path.write_text(yaml.safe_dump(study))
     return path
@@ -42,10 +42,21 @@ def seqbench(module: str, *args, root: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
-def runs(root: Path):
+def runs(root: Path, study: str = "smoke"):
+    """The study's job runs (its experiment ``seqbench/<study>``, without the parent run)."""
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
-    exp = client.get_experiment_by_name("seqbench")
-    return client, [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("task") != "report"]
+    exp = client.get_experiment_by_name(f"seqbench/{study}")
+    return client, [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("task") != "study"]
+
+
+def parent_run(root: Path, study: str = "smoke"):
+    """The study's parent run; asserts it is the only one and that every job is nested under it."""
+    client, jobs = runs(root, study)
+    exp = client.get_experiment_by_name(f"seqbench/{study}")
+    (parent,) = client.search_runs([exp.experiment_id], filter_string="tags.task = 'study'")
+    assert parent.info.run_name == study and parent.data.tags["seqbench.study_run"] == study
+    assert jobs and all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in jobs)
+    return client, parent
 
 
 def test_study_files_and_commands():
@@ -57,7 +68,8 @@ def test_study_files_and_commands():
         assert "skip_finished=true" in cmd and "study=cells" in cmd and "seed=0,1,2" in cmd
         assert "hydra/launcher=local" in cmd and "hydra.launcher.n_jobs=2" in cmd
     assert "hydra/launcher=slurm" in grid_commands(study, "slurm")[0]
-    with pytest.raises(ConfigError, match="unknown launcher 'k8s'; valid choices: basic, local, slurm"):
+    assert "hydra/launcher=submitit_local" in grid_commands(study, "submitit_local")[0]
+    with pytest.raises(ConfigError, match="unknown launcher 'k8s'; valid choices: basic, local, slurm, submitit_local"):
         grid_commands(study, "k8s")
     with pytest.raises(ConfigError, match="unknown study 'nope'; valid choices: .*cells"):
         load_study("nope")
@@ -74,6 +86,11 @@ def test_sweep_is_fault_tolerant_resumable_and_reported(tmp_path):
     status = sorted((r.data.tags["model"], r.data.tags["seed"], r.info.status) for r in first)
     assert status == [("gru", "0", "FINISHED"), ("gru", "1", "FINISHED"), ("lstm", "0", "FAILED"),
                       ("lstm", "1", "FAILED"), ("rnn", "0", "FINISHED"), ("rnn", "1", "FINISHED")]
+    client, parent = parent_run(tmp_path)  # one place in the UI: the study's parent and its nested jobs
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["configurations_finished"] == 4 and parent.data.metrics["configurations_failed"] == 2
+    assert "study.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert client.get_experiment_by_name("seqbench") is None  # nothing went to the single-run experiment
     for r in first:
         assert r.data.tags["study"] == "smoke"
         if r.info.status == "FAILED":
@@ -107,11 +124,9 @@ def test_sweep_is_fault_tolerant_resumable_and_reported(tmp_path):
     assert len(failed) == 2 and all("training diverged" in line for line in failed)
     html = (tmp_path / "reports" / "smoke" / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table>" in html
-    client, _ = runs(tmp_path)
-    report_runs = client.search_runs([client.get_experiment_by_name("seqbench").experiment_id],
-                                     filter_string="tags.task = 'report'")
-    assert len(report_runs) == 1
-    assert {"report.md", "report.html"} <= {a.path for a in client.list_artifacts(report_runs[0].info.run_id)}
+    client, parent2 = parent_run(tmp_path)  # the resumed sweep reused the parent; the report is logged on it
+    assert parent2.info.run_id == parent.info.run_id
+    assert {"report/report.md", "report/report.html"} <= {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
 
     # the decoding study: every strategy on the finished LM runs of the study, no retraining
     decoding = tmp_path / "dec.yaml"
@@ -120,10 +135,11 @@ def test_sweep_is_fault_tolerant_resumable_and_reported(tmp_path):
     p = seqbench("seqbench.sweep", str(decoding), root=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     client, all_runs = runs(tmp_path)
-    decode = [r for r in all_runs if r.data.tags["task"] == "decode"]
+    _, decode = runs(tmp_path, "dec")
+    parent_run(tmp_path, "dec")
     finished_lm = {r.info.run_id for r in all_runs if r.data.tags["task"] == "lm" and r.info.status == "FINISHED"}
     assert len(finished_lm) == 4
-    assert {r.data.tags["parent_run_id"] for r in decode} == finished_lm  # each trained model decoded once
+    assert {r.data.tags["source_run_id"] for r in decode} == finished_lm  # each trained model decoded once
     assert all("greedy/nll_per_char" in r.data.metrics and "beam/distinct_2" in r.data.metrics for r in decode)
     p = seqbench("seqbench.sweep", str(decoding), root=tmp_path)  # resumable: nothing left to decode
     assert p.stdout.count("already decoded") == 4
@@ -135,10 +151,27 @@ def test_sweep_is_fault_tolerant_resumable_and_reported(tmp_path):
     assert "quality_diversity_synthetic.png" in md
 
 
+def test_submitit_local_sweep_runs_and_tracks_every_job(tmp_path):
+    """The SLURM code path (Hydra's submitit launcher, one submitit job per sweep point) with
+    submitit's local executor: both jobs FINISHED, tracked and nested under the study's parent."""
+    study = tmp_path / "subm.yaml"
+    study.write_text(yaml.safe_dump({"name": "subm", "seeds": [0], "common": TINY_COMMON,
+                                     "grids": [{"name": "cells", "overrides": ["model=rnn,gru"]}]}))
+    p = seqbench("seqbench.sweep", str(study), "--launcher", "submitit_local", root=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "== subm: 2/2 configurations FINISHED, 0 failed, 0 missing" in p.stdout
+    client, parent = parent_run(tmp_path, "subm")
+    _, jobs = runs(tmp_path, "subm")
+    assert sorted((r.data.tags["model"], r.info.status) for r in jobs) == [("gru", "FINISHED"), ("rnn", "FINISHED")]
+    assert all(len(client.get_metric_history(r.info.run_id, "val/loss")) == 2 for r in jobs)
+    assert parent.info.status == "FINISHED"
+    assert list((tmp_path / "outputs" / "multirun").glob("*/*/.submitit/*/*_result.pkl"))  # ran through submitit
+
+
 @pytest.mark.parametrize("bad, message", [
     (["data=timemachine", "data.path=/nowhere/tm.txt"], "corpus file not found: /nowhere/tm.txt"),
     (["model.hidden_size=0"], "model.hidden_size=0 must be >= 1"),
-    (["model.hiden_size=8"], "grid 'bad': Could not override 'model.hiden_size'"),
+    (["model.hiden_size=8"], "grid 'bad': unknown key 'model.hiden_size'; closest valid keys: model.hidden_size"),
     (["model=rnn,lsmt"], "unknown model 'lsmt'; valid choices: bigru, bilstm, birnn, cifg, gru, lstm"),
     # every job composes, but Hydra's base config (swept groups at their defaults: char) does not
     (["tokenizer=bpe,word", "tokenizer.vocab_size=100"],
@@ -173,7 +206,7 @@ def test_interrupted_sweep_records_killed_runs_and_stops(tmp_path):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        wait_for(lambda: running_runs(tmp_path / "mlflow.db") == 2)
+        wait_for(lambda: running_runs(tmp_path / "mlflow.db") == 3)  # the study's parent and two jobs
         time.sleep(2)
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=120)
@@ -182,7 +215,8 @@ def test_interrupted_sweep_records_killed_runs_and_stops(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
     assert "stopped by signal 2" in err
-    _, killed = runs(tmp_path)
+    _, killed = runs(tmp_path, "long")
+    assert parent_run(tmp_path, "long")[1].info.status == "KILLED"
     assert sorted(r.data.tags["model"] for r in killed) == ["gru", "rnn"]
     for r in killed:
         assert r.info.status == "KILLED"

@@ -56,3 +56,51 @@ def test_exception_ends_run_failed_with_reason(tmp_path):
 
 def test_flatten_nested_config():
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}) == {"a.b": 1, "a.c.d": [1, 2], "e": None}
+
+
+def test_mlflow_environment_variables_are_honoured(tmp_path):
+    """As in every MLflow tool, MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_NAME choose the store and
+    the experiment; the project's own store is not created."""
+    from conftest import TINY, cli
+
+    env = {"MLFLOW_TRACKING_URI": "sqlite:///x.db", "MLFLOW_EXPERIMENT_NAME": "mine"}
+    p = cli(*TINY, "trainer.max_epochs=1", "task.probe=false", root=tmp_path, env_extra=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert not (tmp_path / "mlflow.db").exists()
+    client = MlflowClient(f"sqlite:///{tmp_path}/x.db")  # relative to the working directory, as MLflow reads it
+    (run,) = client.search_runs([client.get_experiment_by_name("mine").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["logger.tracking_uri"] == "sqlite:///x.db"
+
+
+def test_explicit_tracking_uri_wins_over_the_environment(tmp_path, monkeypatch):
+    from conftest import compose_cfg
+
+    assert compose_cfg(root=tmp_path).logger.tracking_uri == f"sqlite:///{tmp_path}/mlflow.db"  # the default
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://team:5000")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "team-exp")
+    cfg = compose_cfg(root=tmp_path)
+    assert (cfg.logger.tracking_uri, cfg.logger.experiment) == ("http://team:5000", "team-exp")
+    cfg = compose_cfg(["logger.tracking_uri=sqlite:///explicit.db", "logger.experiment=mine", "study=cells"], root=tmp_path)
+    assert (cfg.logger.tracking_uri, cfg.logger.experiment) == ("sqlite:///explicit.db", "mine")
+    from seqbench.tracking import experiment_name
+
+    assert experiment_name(cfg) == "mine/cells"  # a study's runs: the study's own experiment
+
+
+def test_system_metrics_are_logged_when_enabled(tmp_path):
+    import time
+
+    cfg = OmegaConf.create({"task": {"name": "lm"}, "data": {"name": "d"}, "tokenizer": {"name": "t"},
+                            "model": {"name": "m", "cell": "m"}, "seed": 0, "paths": {"root": "/x"}})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    on = Tracker(tracking_uri=uri, experiment="seqbench", artifact_location=str(tmp_path / "a"),
+                 log_system_metrics=True, system_metrics_interval_s=0.2)
+    with on.active(cfg):
+        time.sleep(1.5)
+    off = Tracker(tracking_uri=uri, experiment="seqbench", artifact_location=str(tmp_path / "a"))
+    with off.active(cfg):
+        time.sleep(0.5)
+    client = MlflowClient(uri)
+    system = lambda run_id: {k for k in client.get_run(run_id).data.metrics if k.startswith("system/")}
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system(on.run_id)
+    assert system(off.run_id) == set()  # off by default

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from seqbench.errors import SeqbenchError, Terminated
 from seqbench.stopping import handle_signals, stop_job, stop_sweep, stopped_by
-from seqbench.validate import CONF_DIR, check_overrides
+from seqbench.validate import CONF_DIR, check_keys, check_overrides
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -51,6 +51,7 @@ def main() -> None:
     handle_signals(stop_sweep if multirun else stop_job)
     try:
         check_overrides(sys.argv[1:])
+        check_keys(sys.argv[1:])
         _hydra_main()
     except SeqbenchError as e:
         print(f"seqbench: error: {e}", file=sys.stderr)

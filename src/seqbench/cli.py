@@ -10,11 +10,11 @@ import hydra
 from omegaconf import DictConfig
 
 from seqbench.errors import SeqbenchError
-from seqbench.validate import CONF_DIR, check_overrides
+from seqbench.validate import CONF_DIR, check_keys, check_overrides
 
 
 def hydra_entry(prog: str, config_name: str, body: Callable[[DictConfig], object]) -> Callable[[], None]:
-    """``main`` for ``python -m <prog>``: check group overrides, compose ``config_name``, call ``body``."""
+    """``main`` for ``python -m <prog>``: check group overrides and keys, compose ``config_name``, call ``body``."""
 
     def fail(e: SeqbenchError) -> None:
         print(f"{prog}: error: {e}", file=sys.stderr)
@@ -30,6 +30,7 @@ def hydra_entry(prog: str, config_name: str, body: Callable[[DictConfig], object
     def main() -> None:
         try:
             check_overrides(sys.argv[1:])
+            check_keys(sys.argv[1:], config_name)
             _hydra_main()
         except SeqbenchError as e:
             fail(e)

@@ -3,7 +3,7 @@
 Each strategy of ``conf/decoding/`` (or ``strategies=[greedy,beam]``) continues the same prompt
 ``num_samples`` times with the same seed; the samples are scored (``seqbench.metrics.generation``)
 and timed. The table is printed and tracked as a new MLflow run tagged ``task=decode``,
-``parent_run_id=<id>``, ``decoding=<strategies>``, with metrics ``<strategy>/<metric>``, the table as
+``source_run_id=<id>``, ``decoding=<strategies>``, with metrics ``<strategy>/<metric>``, the table as
 artifact ``decoding_comparison.md`` and the samples as ``samples/<strategy>.txt``. No retraining.
 Config: ``conf/compare_decoding.yaml``.
 """
@@ -120,12 +120,14 @@ def log_decode_run(cfg: DictConfig, names: list[str], rows: dict, table: str, sa
         return None
     from mlflow.entities import Param
 
-    from seqbench.tracking import Tracker, flatten, git_sha
+    from seqbench.tracking import flatten, git_sha, tracker_for
 
-    tracker = Tracker(**OmegaConf.to_container(cfg.logger, resolve=True))
+    tracker = tracker_for(cfg)
     tags = {"task": "decode", "decoding": ",".join(names), "git_sha": git_sha()}
     if cfg.get("run_id"):
-        tags["parent_run_id"] = str(cfg.run_id)
+        tags["source_run_id"] = str(cfg.run_id)
+    if tracker.parent_run_id:  # part of a decoding study: nested under its parent run
+        tags["mlflow.parentRunId"] = tracker.parent_run_id
     if cfg.get("study"):
         tags["study"] = str(cfg.study)
     if loaded.run_config is not None:

@@ -19,17 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from seqbench import report_longrange
 from seqbench.errors import ConfigError
-from seqbench.study import Expected, expected_runs, load_study
+from seqbench.protocol import protocol
+from seqbench.study import Expected, expected_runs, load_study, study_tracker
 from seqbench.tracking import Tracker, run_name
 
-#: primary metric per task and whether lower is better
-PRIMARY = {"lm": ("test/bits_per_char", "min"), "classify": ("test/accuracy", "max"),
-           "regression": ("test/mse", "min"), "adding": ("test/mse", "min"),
-           "copy": ("test/recall_accuracy", "max")}
 SECONDARY = {"lm": ["test/perplexity", "val/best_loss", "test/unk_rate", "sample/grammatical_rate", "test/agreement_acc"],
              "classify": ["test/f1_macro", "val/accuracy"],
              "adding": ["test/mse_ratio", "test/baseline_mse"],
@@ -44,7 +42,7 @@ def fetch_runs(tracker: Tracker, hashes: list[str], study: str) -> pd.DataFrame:
     MLflow's filter language has no IN for tags, so the hash match is done here)."""
     import mlflow
 
-    df = mlflow.search_runs([tracker.experiment_id], filter_string="tags.task != 'report'")
+    df = mlflow.search_runs([tracker.experiment_id], filter_string="tags.task != 'study'")  # not the parent
     if not len(df):
         return pd.DataFrame(columns=["run_id", "status", "tags.config_hash", "tags.study"])
     for col in ("tags.study", "tags.config_hash"):
@@ -87,31 +85,6 @@ def row_label(cfg: DictConfig, axes: list[str]) -> str:
     return " / ".join(f"{cfg[a].name}" for a in axes) if axes else cfg.model.name
 
 
-def protocol(cfg: DictConfig, seeds: list) -> str:
-    """What a reader needs to judge the numbers of one table."""
-    t = cfg.task
-    parts = [f"task **{t.name}**, data **{cfg.data.name}**"]
-    if "num_train" in cfg.data:
-        parts.append(f"{cfg.data.num_train}/{cfg.data.get('num_val')}/{cfg.data.get('num_test')} "
-                     "generated train/val/test sentences")
-    elif "val_fraction" in cfg.data:
-        parts.append(f"contiguous split, last {cfg.data.val_fraction + cfg.data.test_fraction:.0%} held out")
-    parts.append(f"budget {cfg.trainer.max_epochs} epoch(s)"
-                 + (f", ≤{cfg.trainer.limit_train_batches} batches/epoch" if cfg.trainer.get("limit_train_batches") else ""))
-    parts.append(f"batch {t.get('batch_size')}" + (f", bptt {t.bptt}" if "bptt" in t else ""))
-    if t.name in ("lm", "classify"):
-        parts.append(f"tokenizer {cfg.tokenizer.name}")
-    parts.append(f"hidden {cfg.model.hidden_size}, {cfg.model.num_layers} layer(s), embedding "
-                 f"{cfg.embedding.name} {cfg.embedding.get('dim', '')}")
-    parts.append(f"optimizer {t.get('optimizer')} lr {t.get('lr')}, clip {cfg.trainer.gradient_clip_val} "
-                 f"({cfg.trainer.gradient_clip_algorithm})")
-    if t.name == "lm" and "generate" in t:
-        parts.append(f"samples: {t.generate.num_samples} x {t.generate.max_new_tokens} tokens, "
-                     f"decoding {cfg.decoding.name}, prompt {t.generate.prompt!r}")
-    parts.append(f"seeds {seeds}; metrics on the held-out test split with the best-validation checkpoint")
-    return "; ".join(parts) + "."
-
-
 def build_tables(expected: list[Expected], runs: pd.DataFrame, seeds: list) -> list[dict]:
     """One table per (task, data) over the FINISHED runs matching the expected hashes."""
     finished = runs[runs["status"] == "FINISHED"] if len(runs) else runs
@@ -125,7 +98,7 @@ def build_tables(expected: list[Expected], runs: pd.DataFrame, seeds: list) -> l
         # a row label covering several settings (data.length, clipping, ...) names them: never averaged
         labels = report_longrange.distinct_labels(items, lambda e, axes=axes: row_label(e.cfg, axes))
         label_of = lambda e, labels=labels: labels[e.hash]
-        primary, direction = PRIMARY.get(task, ("test/loss", "min"))
+        primary, direction = get_class(items[0].cfg.task._target_).primary_metric  # the task says
         metrics = [primary, *[m for m in SECONDARY.get(task, []) ]]
         rows: dict[str, dict] = {}
         for e in items:
@@ -384,25 +357,11 @@ def decoding_report(study: dict, tracker: Tracker, out_dir: Path) -> dict:
 
 
 def log_report(tracker: Tracker, study: dict, result: dict) -> str:
-    """Log the report as artifacts of a run tagged task=report."""
-    run = tracker.client.create_run(tracker.experiment_id, run_name=f"report/{study['name']}",
-                                    tags={"task": "report", "study": study["name"]})
+    """Log the report as artifacts (``report/``) of the study's parent run; return its id."""
+    parent = tracker.study_run(study["name"], study.get("description", ""))
     for name in ["report.md", "report.html", *(p.name for p in result["images"])]:
-        tracker.client.log_artifact(run.info.run_id, str(result["dir"] / name))
-    tracker.client.set_terminated(run.info.run_id, "FINISHED")
-    return run.info.run_id
-
-
-def tracker_for(root: str, overrides: list[str]) -> Tracker:
-    from hydra import compose, initialize_config_dir
-
-    from seqbench.validate import CONF_DIR
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"paths.root={root}", *overrides])
-    if cfg.logger.name != "mlflow":
-        raise ConfigError("a report reads MLflow: logger=none has nothing to report")
-    return Tracker(**OmegaConf.to_container(cfg.logger, resolve=True))
+        tracker.client.log_artifact(parent, str(result["dir"] / name), "report")
+    return parent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
         study = load_study(args.study)
         tracking = [o for o in args.overrides if o.startswith(("logger", "paths"))]
         grid_extra = [o for o in args.overrides if o not in tracking]
-        tracker = tracker_for(root, tracking)
+        tracker = study_tracker(root, study["name"], tracking)
+        if tracker is None:
+            raise ConfigError("a report reads MLflow: logger=none has nothing to report")
         expected = [] if study.get("kind") == "decoding" else expected_runs(study, root, grid_extra)
     except ConfigError as e:
         print(f"seqbench.report: error: {e}", file=sys.stderr)
@@ -429,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         result = write_report(study, expected, runs, tracker, out)
     run_id = log_report(tracker, study, result)
     print((out / "report.md").read_text())
-    print(f"report: {out / 'report.md'}  {out / 'report.html'}  (MLflow run {run_id})")
+    print(f"report: {out / 'report.md'}  {out / 'report.html'}  (MLflow: artifacts report/ of the study's "
+          f"parent run {run_id}, experiment {tracker.experiment!r})")
     return 0
 
 

@@ -19,14 +19,15 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from seqbench.callbacks import DivergenceMonitor
 from seqbench.errors import instantiate
 from seqbench.generation import generate_samples
 from seqbench.tokenizers import train_or_load
-from seqbench.tracking import NullTracker, Tracker
+from seqbench.protocol import protocol
+from seqbench.tracking import NullTracker, run_name, tracker_for
 from seqbench.validate import validate
 
 log = logging.getLogger("seqbench")
@@ -73,7 +74,17 @@ def make_tracker(cfg: DictConfig):
     """MLflow on global rank 0 only: exactly one run per invocation, also under DDP."""
     if cfg.logger.name == "none" or rank_zero_only.rank != 0:
         return NullTracker()
-    return Tracker(**OmegaConf.to_container(cfg.logger, resolve=True))
+    return tracker_for(cfg)
+
+
+def early_stopping(cfg: DictConfig) -> EarlyStopping | None:
+    """Lightning's EarlyStopping on val/loss when ``early_stopping.patience`` is set: training ends
+    once validation has not improved by ``min_delta`` for ``patience`` epochs (else: the budget)."""
+    early = cfg.get("early_stopping") or {}
+    if early.get("patience") is None:
+        return None
+    return EarlyStopping(monitor="val/loss", mode="min", patience=int(early.patience),
+                         min_delta=float(early.get("min_delta", 0.0)))
 
 
 def build(cfg: DictConfig):
@@ -87,7 +98,9 @@ def build(cfg: DictConfig):
     tokenizer = train_or_load(instantiate(cfg.tokenizer), train_texts, cfg.paths.cache_dir)
     datamodule = datamodule_class.from_config(cfg, corpus, tokenizer)
     module = instantiate(cfg.task, vocab_size=tokenizer.vocab_size, model=OmegaConf.to_container(cfg.model),
-                         embedding=OmegaConf.to_container(cfg.embedding), **datamodule.task_kwargs(),
+                         embedding=OmegaConf.to_container(cfg.embedding),
+                         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+                         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True), **datamodule.task_kwargs(),
                          _recursive_=False, _convert_="all")
     module.embedding.prepare(tokenizer, train_texts, cfg.paths.cache_dir)  # word2vec: train/load vectors
     return corpus, tokenizer, datamodule, module
@@ -109,15 +122,23 @@ def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
 
     with tracker.active(cfg):
+        # the run's description in the MLflow UI: what a reader needs to judge its numbers
+        tracker.set_tags({"mlflow.note.content": f"{run_name(cfg)}: {protocol(cfg, [cfg.seed])}"})
         checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val/loss", mode="min",
                                      save_last=True, filename="best", auto_insert_metric_name=False)
         callbacks = [checkpoint, DivergenceMonitor(cfg.get("max_loss", 1e4))]
+        stopper = early_stopping(cfg)
+        if stopper is not None:
+            callbacks.append(stopper)
         if cfg.trainer.get("enable_progress_bar", True):
             callbacks.append(ProgressBar(leave=False))
         trainer: pl.Trainer = instantiate(cfg.trainer, logger=tracker.lightning_logger(),
                                           callbacks=callbacks, default_root_dir=str(out))
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
         metrics = scalars(trainer.callback_metrics)  # last epoch's train/val metrics
+        metrics["epochs_trained"] = trainer.current_epoch
+        if stopper is not None:  # converged: validation stopped improving before the budget ran out
+            metrics["converged"] = float(stopper.stopped_epoch > 0)
         best = checkpoint.best_model_path or None
         trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
         metrics.update(scalars(trainer.callback_metrics))
@@ -130,8 +151,12 @@ def run(cfg: DictConfig) -> dict:
                 if module.generates else None
             if samples:
                 metrics.update(samples["metrics"])
-            tracker.log_metrics({k: v for k, v in metrics.items()
-                                 if k.startswith(("sample/", "val/best")) or k in ("num_parameters", "wall_time_s")})
+            primary, direction = module.primary_metric
+            if primary in metrics:  # one column to sort a study's runs by (the tag says which metric it is)
+                metrics["primary"] = metrics[primary]
+                tracker.set_tags({"primary_metric": f"{primary} ({'lower' if direction == 'min' else 'higher'} is better)"})
+            tracker.log_metrics({k: v for k, v in metrics.items() if k.startswith(("sample/", "val/best")) or k in
+                                 ("num_parameters", "wall_time_s", "epochs_trained", "converged", "primary")})
             if samples:
                 tracker.log_text(samples["text"], "samples.txt")
             tokenizer_path = out / "tokenizer.json"

@@ -36,6 +36,19 @@ def load_study(name: str) -> dict:
     return study
 
 
+def study_tracker(root: str, study: str, overrides: list[str] = ()):
+    """The Tracker of a study's experiment (``<experiment>/<study>``) under the logger settings
+    in ``overrides`` (``logger.*``, ``paths.*``); None with ``logger=none``."""
+    from hydra import compose, initialize_config_dir
+
+    from seqbench.tracking import tracker_for
+    from seqbench.validate import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"paths.root={root}", *overrides, f"study={study}"])
+    return tracker_for(cfg) if cfg.logger.name == "mlflow" else None
+
+
 @dataclass
 class Expected:
     """One configuration the study asks for."""
@@ -65,7 +78,7 @@ def expected_runs(study: dict, root: str, extra: list[str] = ()) -> list[Expecte
     """Every (grid point x seed) of the study, composed as the sweep's jobs compose it."""
     from hydra import compose, initialize_config_dir
 
-    from seqbench.validate import CONF_DIR, check_overrides
+    from seqbench.validate import CONF_DIR, check_keys, check_overrides
 
     seeds = ",".join(str(s) for s in study.get("seeds", [0]))
     out = []
@@ -77,7 +90,11 @@ def expected_runs(study: dict, root: str, extra: list[str] = ()) -> list[Expecte
                 check_overrides(point)
                 try:
                     cfg = compose("config", overrides=[f"paths.root={root}", *point, f"study={study['name']}"])
-                except Exception as e:  # Hydra's composition error (unknown key, bad type): its first line
+                except Exception as e:  # Hydra's composition error (unknown key, bad type): one line
+                    try:
+                        check_keys(point)
+                    except ConfigError as unknown:
+                        e = unknown
                     raise ConfigError(f"grid '{grid.get('name', '')}': {str(e).splitlines()[0]}") from None
                 out.append(Expected(point, cfg))
     return out
@@ -93,6 +110,12 @@ def check_base(grid: dict, sweep: list[str], root: str) -> None:
     parsed = OverridesParser.create().parse_overrides(sweep)
     base = [o.input_line for o in parsed if not o.is_sweep_override()]
     swept = [o.get_key_element() for o in parsed if o.is_sweep_override()]
+    from seqbench.validate import check_keys
+
+    try:
+        check_keys(sweep)  # a misspelt key is that, whatever the base composition says
+    except ConfigError as e:
+        raise ConfigError(f"grid '{grid.get('name', '')}': {e}") from None
     try:
         compose("config", overrides=[f"paths.root={root}", *base])
     except Exception as e:

@@ -2,7 +2,10 @@
 
 A study is a list of grids (Hydra multirun sweeps) with shared overrides and seeds. Each grid runs
 as ``python -m seqbench -m <grid> seed=<seeds> <common> study=<name> skip_finished=true`` with a
-Hydra launcher (``local``: joblib processes; ``slurm``: submitit; ``basic``: one after another).
+Hydra launcher (``local``: joblib processes; ``slurm``: submitit; ``submitit_local``: submitit's local
+executor, the SLURM code path without a cluster; ``basic``: one after another). The study is one
+place in MLflow: its own experiment (``seqbench/<study>``) with one parent run, the jobs nested
+under it, and the report logged on it.
 Resumable: a job whose config hash already has a FINISHED run is skipped, so re-running a killed
 sweep finishes only what is missing. A failing job is recorded FAILED and the others go on.
 """
@@ -15,9 +18,11 @@ import subprocess
 import sys
 
 from seqbench.errors import SeqbenchError, choice_error
-from seqbench.study import load_study, studies
+from seqbench.study import expand, load_study, studies, study_tracker
 
-LAUNCHERS = ("local", "slurm", "basic")
+#: local: joblib processes; slurm: submitit on a SLURM cluster; submitit_local: the same submitit code
+#: path with jobs as local processes (tests, or a machine without SLURM); basic: one after another
+LAUNCHERS = ("local", "slurm", "submitit_local", "basic")
 
 
 def grid_commands(study: dict, launcher: str = "local", jobs: int | None = None,
@@ -37,55 +42,71 @@ def grid_commands(study: dict, launcher: str = "local", jobs: int | None = None,
                     f"num_threads={max(1, cores // jobs)}"]
         elif launcher == "slurm":
             cmd += ["hydra/launcher=slurm"]
+        elif launcher == "submitit_local":  # every job of a grid starts at once: share the cores
+            points = len(expand([*grid["overrides"], f"seed={seeds}"]))
+            cmd += ["hydra/launcher=submitit_local", f"num_threads={max(1, cores // min(jobs, points))}"]
         commands.append([*cmd, *extra])
     return commands
 
 
-def prepare_store(extra: list[str]) -> None:
-    """Create the MLflow database and experiment once, before jobs fan out: parallel first
-    writers to a fresh sqlite store race in MLflow's schema migration."""
-    from hydra import compose, initialize_config_dir
+def open_study_run(study: dict, extra: list[str] = ()):
+    """The study's tracker (experiment ``<experiment>/<study>``) and its parent run, marked RUNNING.
 
-    from seqbench.tracking import Tracker
-    from seqbench.validate import CONF_DIR
+    Created here, once, before jobs fan out: parallel first writers to a fresh sqlite store race in
+    MLflow's schema migration. Returns (None, None) with ``logger=none``."""
+    import yaml
 
-    overrides = [o for o in extra if o.startswith(("logger", "paths"))]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"paths.root={os.environ.get('SEQBENCH_ROOT', os.getcwd())}",
-                                           *overrides])
-    if cfg.logger.name == "mlflow":
-        from omegaconf import OmegaConf
-        Tracker(**OmegaConf.to_container(cfg.logger, resolve=True))
+    root = os.environ.get("SEQBENCH_ROOT", os.getcwd())
+    tracker = study_tracker(root, study["name"], [o for o in extra if o.startswith(("logger", "paths"))])
+    if tracker is None:
+        return None, None
+    parent = tracker.study_run(study["name"], study.get("description", ""))
+    tracker.client.update_run(parent, status="RUNNING")
+    tracker.client.log_text(parent, yaml.safe_dump(study, sort_keys=False), "study.yaml")
+    return tracker, parent
+
+
+def close_study_run(tracker, parent: str | None, status: str, counts: dict[str, int] | None = None) -> None:
+    """End the parent run with the sweep's outcome and the study's configuration counts."""
+    if parent is None:
+        return
+    if counts:
+        tracker.log_metrics({f"configurations_{k}": v for k, v in counts.items()}, run_id=parent)
+    tracker.client.set_terminated(parent, status)
 
 
 def decode_study(study: dict, extra: list[str] = ()) -> int:
     """A ``kind: decoding`` study: every strategy on each FINISHED LM run of ``source_study``
-    (no retraining). Resumable: a source run that already has a FINISHED decode run is skipped."""
+    (no retraining), each decode run nested under this study's parent run. Resumable: a source
+    run that already has a FINISHED decode run is skipped."""
     import mlflow
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     from seqbench.compare_decoding import compare
-    from seqbench.tracking import Tracker
     from seqbench.validate import CONF_DIR
 
     root = os.environ.get("SEQBENCH_ROOT", os.getcwd())
     tracking = [o for o in extra if o.startswith(("logger", "paths"))]
-    base = [f"paths.root={root}", *tracking, f"study={study['name']}", *study.get("common", []),
-            *[o for o in extra if o not in tracking]]
+    tracker, parent = open_study_run(study, extra)
+    if tracker is None:
+        print("seqbench.sweep: error: a decoding study reads its source runs from MLflow; logger=none has none",
+              file=sys.stderr)
+        return 2
+    base = [f"paths.root={root}", *tracking, f"study={study['name']}", f"logger.parent_run_id={parent}",
+            *study.get("common", []), *[o for o in extra if o not in tracking]]
+    source = study_tracker(root, study["source_study"], tracking)  # the trained runs' experiment
+    sources = mlflow.search_runs([source.experiment_id], filter_string=(
+        f"tags.study = '{study['source_study']}' and tags.task = 'lm' and attributes.status = 'FINISHED'"))
+    if not len(sources):
+        print(f"seqbench.sweep: error: no FINISHED lm runs in study {study['source_study']!r}; "
+              f"run `make sweep STUDY={study['source_study']}` first", file=sys.stderr)
+        close_study_run(tracker, parent, "FAILED")
+        return 1
+    done = mlflow.search_runs([tracker.experiment_id], filter_string=(
+        f"tags.study = '{study['name']}' and tags.task = 'decode' and attributes.status = 'FINISHED'"))
+    decoded = set(done["tags.source_run_id"]) if len(done) else set()
+    failed = 0
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("compare_decoding", overrides=base)
-        tracker = Tracker(**OmegaConf.to_container(cfg.logger, resolve=True))
-        sources = mlflow.search_runs([tracker.experiment_id], filter_string=(
-            f"tags.study = '{study['source_study']}' and tags.task = 'lm' and attributes.status = 'FINISHED'"))
-        done = mlflow.search_runs([tracker.experiment_id], filter_string=(
-            f"tags.study = '{study['name']}' and tags.task = 'decode' and attributes.status = 'FINISHED'"))
-        decoded = set(done["tags.parent_run_id"]) if len(done) else set()
-        if not len(sources):
-            print(f"seqbench.sweep: error: no FINISHED lm runs in study {study['source_study']!r}; "
-                  f"run `make sweep STUDY={study['source_study']}` first", file=sys.stderr)
-            return 1
-        failed = 0
         for run_id, name in zip(sources["run_id"], sources["tags.mlflow.runName"]):
             if run_id in decoded:
                 print(f"skipped: {name} already decoded")
@@ -95,6 +116,8 @@ def decode_study(study: dict, extra: list[str] = ()) -> int:
             except Exception as e:  # recorded FAILED by compare; the other runs go on
                 print(f"seqbench.sweep: decoding {name} failed: {type(e).__name__}: {e}", file=sys.stderr)
                 failed += 1
+    close_study_run(tracker, parent, "FINISHED",
+                    {"finished": len(sources) - failed, "failed": failed, "missing": 0})
     print(f"== {study['name']}: {len(sources) - failed}/{len(sources)} source runs decoded; "
           f"report: python -m seqbench.report {study['name']}")
     return 1 if failed else 0
@@ -142,19 +165,19 @@ def run_grid(cmd: list[str]) -> int | None:
     return received[0] if received else None
 
 
-def summarize(study: dict, expected: list, extra: list[str]) -> int:
+def summarize(study: dict, expected: list, tracker) -> dict[str, int]:
     """Count the study's configurations by their MLflow status; list those without a FINISHED run."""
-    from seqbench.report import fetch_runs, problems, tracker_for
+    from seqbench.report import fetch_runs, problems
 
-    root = os.environ.get("SEQBENCH_ROOT", os.getcwd())
-    tracker = tracker_for(root, [o for o in extra if o.startswith(("logger", "paths"))])
     not_done = problems(expected, fetch_runs(tracker, [e.hash for e in expected], study["name"]))
     for name, status, run_id, reason in not_done:
         print(f"  {status}: {name} {run_id} {reason}".rstrip())
     missing = sum(status == "MISSING" for _, status, _, _ in not_done)
-    print(f"== {study['name']}: {len(expected) - len(not_done)}/{len(expected)} configurations FINISHED, "
-          f"{len(not_done) - missing} failed, {missing} missing; report: make report STUDY={study['name']}")
-    return missing
+    counts = {"expected": len(expected), "finished": len(expected) - len(not_done),
+              "failed": len(not_done) - missing, "missing": missing}
+    print(f"== {study['name']}: {counts['finished']}/{len(expected)} configurations FINISHED, "
+          f"{counts['failed']} failed, {missing} missing; report: make report STUDY={study['name']}")
+    return counts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     except SeqbenchError as e:
         print(f"seqbench.sweep: error: {e}", file=sys.stderr)
         return 2
-    prepare_store(args.overrides)
+    tracker, parent = open_study_run(study, args.overrides)
+    if parent is not None:  # every job is a nested child of the study's parent run
+        commands = [[*cmd, f"logger.parent_run_id={parent}"] for cmd in commands]
+        print(f"== {study['name']}: MLflow experiment {tracker.experiment!r}, parent run {parent}", flush=True)
     print(f"== {study['name']}: {len(expected)} configurations in {len(commands)} grid(s)", flush=True)
     for grid, cmd in zip(study["grids"], commands):
         print(f"== {study['name']}: {grid.get('name', '')}", flush=True)
@@ -187,11 +213,16 @@ def main(argv: list[str] | None = None) -> int:
         if (signum := run_grid(cmd)) is not None:
             print(f"== {study['name']}: stopped by signal {signum}; runs in flight are recorded KILLED. "
                   f"Run the same command again to finish what is missing.", file=sys.stderr)
+            close_study_run(tracker, parent, "KILLED")
             return 128 + signum
     if args.launcher == "slurm":  # submitit returns when the jobs are queued or done; nothing to count yet
+        return 0  # the parent stays RUNNING until a later sweep (or the report) counts the study
+    if tracker is None:
         return 0
     # exit 1 only when a configuration left no record at all; FAILED runs are results, listed here
-    return 1 if summarize(study, expected, args.overrides) else 0
+    counts = summarize(study, expected, tracker)
+    close_study_run(tracker, parent, "FAILED" if counts["missing"] else "FINISHED", counts)
+    return 1 if counts["missing"] else 0
 
 
 if __name__ == "__main__":

@@ -4,6 +4,13 @@ A run gets the flattened resolved config as params, tags (task, data, tokenizer,
 config hash, git sha), per-step metrics through Lightning's ``MLFlowLogger`` attached to the same
 run id, and artifacts (resolved config, tokenizer, samples, checkpoint). Its status ends FINISHED,
 or FAILED with the reason in the ``failure_reason`` tag; nothing is lost on an exception.
+
+Where runs go follows MLflow's own conventions: ``MLFLOW_TRACKING_URI`` and
+``MLFLOW_EXPERIMENT_NAME`` are honoured when set (``conf/logger/mlflow.yaml`` reads them; an
+explicit ``logger.tracking_uri=`` override still wins). A run of a study goes to the study's own
+experiment, ``<experiment>/<study>`` (e.g. ``seqbench/cells``), as a nested child
+(``mlflow.parentRunId``) of the study's parent run (:meth:`Tracker.study_run`), which the sweep
+driver owns and the report is logged on; a single run stays a top-level run of ``<experiment>``.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,10 +30,12 @@ from seqbench.errors import Terminated
 
 #: top-level config keys that do not change a run's results (where it writes, how it is tracked)
 OUTPUT_ONLY_KEYS = ("paths", "logger", "hydra", "ckpt_path", "num_threads", "study", "skip_finished")
+#: tag of a study's parent run (its value: the study name); the jobs are its nested children
+STUDY_RUN_TAG = "seqbench.study_run"
 #: trainer keys that do not change results
 OUTPUT_ONLY_TRAINER_KEYS = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps",
                             "default_root_dir")
-TAG_GROUPS = ("task", "data", "tokenizer", "embedding", "model", "decoding")
+TAG_GROUPS = ("task", "data", "tokenizer", "embedding", "model", "decoding", "optimizer", "scheduler")
 
 
 def resolved(cfg: DictConfig) -> dict:
@@ -86,6 +96,17 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     return tags
 
 
+def experiment_name(cfg: DictConfig) -> str:
+    """``logger.experiment`` for a single run; ``<logger.experiment>/<study>`` for a study's runs."""
+    study = cfg.get("study")
+    return f"{cfg.logger.experiment}/{study}" if study else str(cfg.logger.experiment)
+
+
+def tracker_for(cfg: DictConfig) -> "Tracker":
+    """The Tracker a composed config asks for: its logger settings, in its study's experiment."""
+    return Tracker(**{**OmegaConf.to_container(cfg.logger, resolve=True), "experiment": experiment_name(cfg)})
+
+
 def quiet_mlflow() -> None:
     for name in ("mlflow", "alembic", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -115,7 +136,8 @@ class Tracker:
     """Owns one MLflow run. Construct on rank 0 only; other ranks use :class:`NullTracker`."""
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None = None,
-                 log_checkpoint: bool = True, **_):
+                 log_checkpoint: bool = True, parent_run_id: str | None = None,
+                 log_system_metrics: bool = False, system_metrics_interval_s: float = 10.0, **_):
         import mlflow
         from mlflow import MlflowClient
 
@@ -123,7 +145,14 @@ class Tracker:
 
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.log_checkpoint = log_checkpoint
-        mlflow.set_tracking_uri(tracking_uri)
+        self.parent_run_id = parent_run_id
+        self.log_system_metrics, self.system_metrics_interval_s = log_system_metrics, system_metrics_interval_s
+        user_env = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(tracking_uri)  # for mlflow.search_runs (reports); it also exports
+        if user_env is None:  # MLFLOW_TRACKING_URI, which configs composed later would read as the user's
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = user_env
         with first_use_lock(tracking_uri):
             self.client = MlflowClient(tracking_uri)
             self.experiment_id = self._experiment_id(experiment, artifact_location)
@@ -149,13 +178,29 @@ class Tracker:
         """Create the run with its tags and params (the flattened resolved config)."""
         from mlflow.entities import Param
 
-        run = self.client.create_run(self.experiment_id, run_name=run_name(cfg), tags=run_tags(cfg))
+        tags = run_tags(cfg)
+        if self.parent_run_id:  # a job of a sweep: shown nested under the study's parent run
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=run_name(cfg), tags=tags)
         self.run_id = run.info.run_id
         params = [Param(k, str(v)[:6000]) for k, v in sorted(flatten(resolved(cfg)).items())]
         for i in range(0, len(params), 100):
             self.client.log_batch(self.run_id, params=params[i:i + 100])
         self.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         return self.run_id
+
+    def study_run(self, study: str, description: str = "") -> str:
+        """The study's parent run in this (the study's) experiment: the oldest run tagged
+        ``seqbench.study_run=<study>``, created if there is none. A resumed sweep reuses it, so a
+        study stays one collapsible row in the UI however often it is restarted."""
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{STUDY_RUN_TAG}` = '{study}'",
+                                       order_by=["attributes.start_time ASC"], max_results=1)
+        if runs:
+            return runs[0].info.run_id
+        tags = {STUDY_RUN_TAG: study, "study": study, "task": "study", "git_sha": git_sha()}
+        if description:
+            tags["mlflow.note.content"] = description
+        return self.client.create_run(self.experiment_id, run_name=study, tags=tags).info.run_id
 
     def find_finished(self, cfg: DictConfig) -> dict | None:
         """The newest FINISHED run with this config's hash: its metrics and ``run_id``, else None."""
@@ -173,13 +218,14 @@ class Tracker:
         return MLFlowLogger(experiment_name=self.experiment, tracking_uri=self.tracking_uri,
                             run_id=self.run_id, log_model=False)
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, run_id: str | None = None) -> None:
+        """One batch of metrics on this run (or on ``run_id``, e.g. a study's parent run)."""
         from mlflow.entities import Metric
         import time
 
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        self.client.log_batch(run_id or self.run_id, metrics=batch)
 
     def log_text(self, text: str, name: str) -> None:
         self.client.log_text(self.run_id, text, name)
@@ -198,11 +244,22 @@ class Tracker:
 
     @contextmanager
     def active(self, cfg: DictConfig) -> Iterator["Tracker"]:
-        """Start the run; end it FINISHED, or FAILED with the exception as reason (re-raised)."""
+        """Start the run; end it FINISHED, or FAILED with the exception as reason (re-raised).
+        With ``log_system_metrics``, MLflow's monitor samples CPU, memory (and GPU) as
+        ``system/*`` metrics every ``system_metrics_interval_s`` seconds while the run is open."""
         self.start(cfg)
+        monitor = None
+        if self.log_system_metrics:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.system_metrics_interval_s,
+                                           tracking_uri=self.tracking_uri)
+            monitor.start()
         try:
             yield self
         except BaseException as e:
+            if monitor is not None:
+                monitor.finish()
             reason = f"{type(e).__name__}: {e}".strip()
             status = "KILLED" if isinstance(e, (KeyboardInterrupt, Terminated)) else "FAILED"
             try:
@@ -213,6 +270,8 @@ class Tracker:
                 self.client = MlflowClient(self.tracking_uri)
                 self.finish(status, reason)
             raise
+        if monitor is not None:
+            monitor.finish()
         self.finish("FINISHED")
 
     def ui_command(self) -> str:

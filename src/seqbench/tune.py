@@ -23,7 +23,7 @@ import yaml
 
 from seqbench.errors import ConfigError, SeqbenchError, Terminated
 from seqbench.stopping import handle_signals, restore_signals, stop_job
-from seqbench.study import PIPELINES
+from seqbench.study import PIPELINES, study_tracker
 
 SPACE_TYPES = ("float", "int", "categorical")
 
@@ -49,7 +49,7 @@ def study_name(overrides: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     import optuna
 
-    from seqbench.validate import check_overrides
+    from seqbench.validate import check_keys, check_overrides
 
     parser = argparse.ArgumentParser(prog="python -m seqbench.tune", description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=20)
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     space = yaml.safe_load(Path(args.space).read_text())
     try:
         check_overrides(args.overrides)
+        check_keys(args.overrides)
     except SeqbenchError as e:
         print(f"seqbench.tune: error: {e}", file=sys.stderr)
         return 2
@@ -100,6 +101,11 @@ def tune_one(overrides: list[str], space: dict, trials: int, seed: int, root: st
     from seqbench.validate import CONF_DIR
 
     name = study_name(overrides)
+    # the trials are nested runs under one parent per optuna study, in its own experiment
+    tracker = study_tracker(root, name, [o for o in overrides if o.startswith(("logger", "paths"))])
+    parent = tracker.study_run(name, f"optuna search of {', '.join(space['params'])} for "
+                                     f"{' '.join(overrides)}") if tracker else None
+    nested = [f"logger.parent_run_id={parent}"] if parent else []
     study = optuna.create_study(study_name=name, storage=f"sqlite:///{root}/optuna.db", load_if_exists=True,
                                 direction=space.get("direction", "minimize"),
                                 sampler=optuna.samplers.TPESampler(seed=seed))
@@ -108,7 +114,7 @@ def tune_one(overrides: list[str], space: dict, trials: int, seed: int, root: st
         params = [f"{k}={suggest(trial, k, spec)}" for k, spec in space["params"].items()]
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("config", overrides=[f"paths.root={root}", *space.get("common", []),
-                                               *overrides, *params, f"study={name}"])
+                                               *overrides, *params, f"study={name}", *nested])
         metrics = run(cfg)
         trial.set_user_attr("mlflow_run_id", metrics.get("run_id"))
         value = metrics[space.get("objective", "val/best_loss")]
@@ -117,8 +123,20 @@ def tune_one(overrides: list[str], space: dict, trials: int, seed: int, root: st
         return value
 
     done = len([t for t in study.trials if t.state.is_finished()])
-    study.optimize(objective, n_trials=max(0, trials - done), catch=(Exception,))
+    if parent:
+        tracker.client.update_run(parent, status="RUNNING")
+    try:
+        study.optimize(objective, n_trials=max(0, trials - done), catch=(Exception,))
+    except BaseException:
+        if parent:
+            tracker.client.set_terminated(parent, "KILLED")
+        raise
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if parent:
+        if complete:
+            tracker.log_metrics({f"best_{space.get('objective', 'val/best_loss')}": study.best_value,
+                                 "complete_trials": len(complete)}, run_id=parent)
+        tracker.client.set_terminated(parent, "FINISHED" if complete else "FAILED")
     print(f"study {name}: {len(complete)} complete / {len(study.trials)} trials")
     return (study.best_trial if complete else None), len(complete)
 

@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Iterable
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import get_class
 from seqbench.errors import instantiate
 from omegaconf import DictConfig
 
 from seqbench.errors import ConfigError, choice_error
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-GROUPS = ("task", "data", "tokenizer", "embedding", "model", "decoding", "trainer", "logger", "paths")
+GROUPS = ("task", "data", "tokenizer", "embedding", "model", "optimizer", "scheduler", "decoding", "trainer",
+          "logger", "paths")
 
 
 def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
@@ -29,7 +31,8 @@ def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
 
 
 def check_overrides(overrides: Iterable[str], conf_dir: Path = CONF_DIR) -> None:
-    """``model=foo`` -> ConfigError("unknown model 'foo'; valid choices: gru, lstm, rnn")."""
+    """``model=foo`` -> ConfigError("unknown model 'foo'; valid choices: bigru, bilstm, birnn, cifg, gru, lstm, peephole, rnn")
+    (the choices are the YAML files of ``conf/<group>/``; tests/test_bad_input.py keeps this line true)."""
     args = [a for a in overrides if not a.startswith("-")]
     try:
         parsed = OverridesParser.create().parse_overrides(args)
@@ -44,6 +47,71 @@ def check_overrides(overrides: Iterable[str], conf_dir: Path = CONF_DIR) -> None
         for v in values:
             if v not in valid:
                 raise choice_error(group, v, valid)
+
+
+def all_keys(node, prefix: str = "") -> list[str]:
+    """Dotted paths of every key in a config (``model.hidden_size``, ``task.generate.prompt``, ...)."""
+    from omegaconf import DictConfig
+
+    keys = []
+    for k in node.keys():
+        path = f"{prefix}{k}"
+        keys.append(path)
+        value = node._get_node(k)
+        if isinstance(value, DictConfig):
+            keys += all_keys(value, f"{path}.")
+    return keys
+
+
+def unknown_key_error(key: str, cfg) -> ConfigError:
+    """``unknown key 'model.hiden_size'; closest valid keys: model.hidden_size, ...``: the keys of the
+    same place in the config nearest in spelling, after any key elsewhere with the same last part
+    (``task.lr`` -> ``optimizer.lr``)."""
+    import difflib
+
+    from omegaconf import DictConfig, OmegaConf
+
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    keys = [k for k in all_keys(cfg) if not k.startswith("hydra") and not k.rpartition(".")[2].startswith("_")]
+    siblings = [k for k in keys if k.rpartition(".")[0] == parent] if isinstance(node, DictConfig) else \
+        [k for k in keys if "." not in k]
+    same_leaf = [k for k in keys if k.rpartition(".")[2] == leaf and k != key]
+    close = difflib.get_close_matches(key, siblings, n=3, cutoff=0.0)
+    choices = list(dict.fromkeys([*same_leaf, *close]))[:4]
+    return ConfigError(f"unknown key {key!r}; closest valid keys: {', '.join(choices)}")
+
+
+def check_keys(overrides: Iterable[str], config_name: str = "config", conf_dir: Path = CONF_DIR) -> None:
+    """``model.nonexistent_key=1`` or ``foo=bar`` -> one line naming the key and the closest valid
+    ones (Hydra says it in seven). The config is composed with the command's group choices (a swept
+    group at its first option); ``+key=`` (append) and ``hydra.*`` overrides are Hydra's business."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.types import OverrideType
+    from omegaconf import OmegaConf
+
+    parsed = OverridesParser.create().parse_overrides([a for a in overrides if not a.startswith("-")])
+    groups = {p.name for p in conf_dir.iterdir() if p.is_dir()}
+    is_group = lambda o: o.key_or_group in groups or o.package is not None
+    keyed = [o for o in parsed if not is_group(o) and o.type == OverrideType.CHANGE
+             and not o.key_or_group.startswith("hydra")]
+    if not keyed:
+        return
+    first = lambda o: next(iter(o.sweep_string_iterator())) if o.is_sweep_override() else o.get_value_element_as_str()
+    choices = [f"{o.key_or_group}={first(o)}" for o in parsed if is_group(o) and o.type == OverrideType.CHANGE]
+    try:
+        if GlobalHydra.instance().is_initialized():  # inside a caller's initialize_config_dir block
+            cfg = compose(config_name, overrides=choices)
+        else:
+            with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+                cfg = compose(config_name, overrides=choices)
+    except Exception:  # a bad group option: check_overrides says so in one line
+        return
+    missing = object()
+    for o in keyed:
+        if OmegaConf.select(cfg, o.key_or_group, default=missing) is missing:
+            raise unknown_key_error(o.key_or_group, cfg)
 
 
 TASKS = ("lm", "classify", "adding", "copy")
@@ -93,10 +161,25 @@ def check_long_range(cfg: DictConfig) -> None:
                           f"valid choices: learned, onehot")
 
 
+def check_run(cfg: DictConfig) -> None:
+    """What the run itself needs: an integer seed, a budget that trains at least one epoch, and an
+    early-stopping patience that is a number of epochs."""
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed={cfg.seed!r} must be an integer (e.g. seed=0)")
+    epochs = cfg.trainer.get("max_epochs")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"trainer.max_epochs={epochs!r} must be an integer >= 1 (a run that trains nothing "
+                          f"would be recorded FINISHED)")
+    patience = (cfg.get("early_stopping") or {}).get("patience")
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 0):
+        raise ConfigError(f"early_stopping.patience={patience!r} must be an integer >= 0, or null (train the whole budget)")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check values and combinations of a composed config; raise ConfigError with one line."""
     from seqbench.cells import resolve_impl
 
+    check_run(cfg)
     if cfg.task.name not in TASKS:
         raise choice_error("task", cfg.task.name, TASKS)
     check_task_data(cfg)
@@ -115,10 +198,6 @@ def validate(cfg: DictConfig) -> None:
     for key in ("batch_size", "eval_batch_size", "bptt", "max_length"):
         if cfg.task.get(key) is not None and int(cfg.task[key]) < 1:
             raise ConfigError(f"task.{key}={cfg.task[key]} must be >= 1")
-    if cfg.task.get("optimizer", "adam") not in ("adam", "sgd"):
-        raise choice_error("task.optimizer", cfg.task.optimizer, ("adam", "sgd"))
-    if not float(cfg.task.lr) > 0:
-        raise ConfigError(f"task.lr={cfg.task.lr} must be > 0")
     if cfg.trainer.get("gradient_clip_algorithm", "norm") not in CLIP_ALGORITHMS:
         raise choice_error("trainer.gradient_clip_algorithm", cfg.trainer.gradient_clip_algorithm,
                            CLIP_ALGORITHMS)
@@ -126,3 +205,4 @@ def validate(cfg: DictConfig) -> None:
         raise choice_error("logger", cfg.logger.name, LOGGERS)
     instantiate(cfg.decoding)  # strategies validate their own parameters
     instantiate(cfg.tokenizer)  # so do tokenizer specs (vocab_size)
+    get_class(cfg.task._target_).check_config(cfg)  # the task's own checks (optimizer, scheduler, ...)

@@ -40,11 +40,11 @@ def top_layer_final(state, num_layers: int, num_directions: int) -> Tensor:
 class Classifier(RecurrentTask):
     datamodule_class = ClassificationDataModule
     generates = False
+    primary_metric = ("test/accuracy", "max")
 
     def __init__(self, vocab_size: int, model: dict, embedding: dict, num_classes: int,
-                 optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0,
-                 momentum: float = 0.0, head_dropout: float = 0.0, **task_options):
-        super().__init__(vocab_size, model, embedding, optimizer, lr, weight_decay, momentum, **task_options)
+                 head_dropout: float = 0.0, **task_options):
+        super().__init__(vocab_size, model, embedding, **task_options)
         self.save_hyperparameters(logger=False)
         if num_classes < 2:
             raise ConfigError(f"classification needs at least 2 classes, the data has {num_classes}")

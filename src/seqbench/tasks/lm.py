@@ -34,11 +34,11 @@ SUMS = ("nll", "tokens", "chars", "bytes", "unk")
 class LanguageModel(GradientProbe, RecurrentTask):
     datamodule_class = LMDataModule
     generates = True
+    primary_metric = ("test/bits_per_char", "min")
 
-    def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: str = "adam",
-                 lr: float = 3e-3, weight_decay: float = 0.0, momentum: float = 0.0,
-                 head_dropout: float = 0.0, unk_id: int | None = None, **task_options):
-        super().__init__(vocab_size, model, embedding, optimizer, lr, weight_decay, momentum, **task_options)
+    def __init__(self, vocab_size: int, model: dict, embedding: dict, head_dropout: float = 0.0,
+                 unk_id: int | None = None, **task_options):
+        super().__init__(vocab_size, model, embedding, **task_options)
         self.save_hyperparameters(logger=False)
         if self.stack.bidirectional:
             raise ConfigError(f"model={model.get('name', model.get('cell'))} is bidirectional and cannot "

@@ -57,11 +57,10 @@ class LongRangeTask(GradientProbe, RecurrentTask):
     #: which logged values show in the progress bar
     progress_keys: tuple[str, ...] = ("loss",)
 
-    def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: str = "adam",
-                 lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.0,
-                 recurrent_init: str = "default", recurrent_scale: float = 1.0, **_):
-        super().__init__(vocab_size, model, embedding, optimizer, lr, weight_decay, momentum,
-                         recurrent_init, recurrent_scale)
+    def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: dict | None = None,
+                 scheduler: dict | None = None, recurrent_init: str = "default", recurrent_scale: float = 1.0,
+                 **_):
+        super().__init__(vocab_size, model, embedding, optimizer, scheduler, recurrent_init, recurrent_scale)
         if self.stack.bidirectional:
             raise ConfigError(f"model={model.get('name', model.get('cell'))} is bidirectional: the long-range "
                               f"tasks read the state left to right (use a unidirectional model)")
@@ -110,15 +109,15 @@ class AddingTask(LongRangeTask):
 
     datamodule_class = AddingDataModule
     generates = False
+    primary_metric = ("test/mse", "min")
     metric_names = ("mse", "baseline_mse")
     progress_keys = ("mse",)
 
-    def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: str = "adam",
-                 lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.0,
-                 recurrent_init: str = "default", recurrent_scale: float = 1.0, probe: bool = True,
-                 probe_batch_size: int = 32, **task_options):
+    def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: dict | None = None,
+                 scheduler: dict | None = None, recurrent_init: str = "default", recurrent_scale: float = 1.0,
+                 probe: bool = True, probe_batch_size: int = 32, **task_options):
         super().__init__(vocab_size, model, {"_target_": f"{__name__}.RealInput", "channels": 2},
-                         optimizer, lr, weight_decay, momentum, recurrent_init, recurrent_scale)
+                         optimizer, scheduler, recurrent_init, recurrent_scale)
         self.save_hyperparameters(logger=False)
         self.head = nn.Linear(self.stack.output_size, 1)
         self.sums = nn.ModuleDict({f"{s}_{k}": MeanMetric() for s in STAGES for k in self.metric_names})
@@ -160,16 +159,16 @@ class CopyTask(LongRangeTask):
 
     datamodule_class = CopyDataModule
     generates = False
+    primary_metric = ("test/recall_accuracy", "max")
     metric_names = ("loss", "recall_accuracy")
     progress_keys = ("loss", "recall_accuracy")
 
     def __init__(self, vocab_size: int, model: dict, embedding: dict, num_symbols: int = 8,
-                 copy_length: int = 10, delay: int = 100, optimizer: str = "adam", lr: float = 1e-3,
-                 weight_decay: float = 0.0, momentum: float = 0.0, recurrent_init: str = "default",
-                 recurrent_scale: float = 1.0, probe: bool = True, probe_batch_size: int = 32, **task_options):
+                 copy_length: int = 10, delay: int = 100, optimizer: dict | None = None,
+                 scheduler: dict | None = None, recurrent_init: str = "default", recurrent_scale: float = 1.0,
+                 probe: bool = True, probe_batch_size: int = 32, **task_options):
         # inputs: blank 0, symbols 1..K, delimiter K+1 (the tokenizer's vocabulary is not used)
-        super().__init__(num_symbols + 2, model, embedding, optimizer, lr, weight_decay, momentum,
-                         recurrent_init, recurrent_scale)
+        super().__init__(num_symbols + 2, model, embedding, optimizer, scheduler, recurrent_init, recurrent_scale)
         self.save_hyperparameters(logger=False)
         self.head = nn.Linear(self.stack.output_size, num_symbols + 1)
         self.baseline = copy_baseline(num_symbols, copy_length, delay)

@@ -1,0 +1,36 @@
+"""The protocol of a number: what a reader needs to judge it (data and split, budget, sizes,
+optimizer, seeds, where the metric is measured). Printed above every report table and written as
+each run's MLflow description (``mlflow.note.content``), so a figure never travels without it."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+
+def protocol(cfg: DictConfig, seeds: list) -> str:
+    """What a reader needs to judge the numbers of one table."""
+    t = cfg.task
+    parts = [f"task **{t.name}**, data **{cfg.data.name}**"]
+    if "num_train" in cfg.data:
+        parts.append(f"{cfg.data.num_train}/{cfg.data.get('num_val')}/{cfg.data.get('num_test')} "
+                     "generated train/val/test sentences")
+    elif "val_fraction" in cfg.data:
+        parts.append(f"contiguous split, last {cfg.data.val_fraction + cfg.data.test_fraction:.0%} held out")
+    early = cfg.get("early_stopping") or {}
+    parts.append(f"budget {cfg.trainer.max_epochs} epoch(s)"
+                 + (f", ≤{cfg.trainer.limit_train_batches} batches/epoch" if cfg.trainer.get("limit_train_batches") else "")
+                 + (f", early stopping on val/loss (patience {early.patience}, min_delta {early.min_delta})"
+                    if early.get("patience") is not None else ", no early stopping"))
+    parts.append(f"batch {t.get('batch_size')}" + (f", bptt {t.bptt}" if "bptt" in t else ""))
+    if t.name in ("lm", "classify"):
+        parts.append(f"tokenizer {cfg.tokenizer.name}")
+    parts.append(f"hidden {cfg.model.hidden_size}, {cfg.model.num_layers} layer(s), embedding "
+                 f"{cfg.embedding.name} {cfg.embedding.get('dim', '')}")
+    parts.append(f"optimizer {cfg.optimizer.name} lr {cfg.optimizer.lr}"
+                 + (f", scheduler {cfg.scheduler.name}" if cfg.scheduler.name != "none" else "")
+                 + f", clip {cfg.trainer.gradient_clip_val} ({cfg.trainer.gradient_clip_algorithm})")
+    if t.name == "lm" and "generate" in t:
+        parts.append(f"samples: {t.generate.num_samples} x {t.generate.max_new_tokens} tokens, "
+                     f"decoding {cfg.decoding.name}, prompt {t.generate.prompt!r}")
+    parts.append(f"seeds {seeds}; metrics on the held-out test split with the best-validation checkpoint")
+    return "; ".join(parts) + "."

@@ -1,0 +1,61 @@
+"""Bad input on the command line: one line naming the bad value (and what is valid), exit 2, and
+no MLflow store or run left behind; examples of such lines in the README are real output."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT, cli
+from seqbench.errors import ConfigError
+from seqbench.validate import check_keys, check_overrides
+
+
+@pytest.mark.parametrize("args, message", [
+    (["seed=abc"], "seed='abc' must be an integer (e.g. seed=0)"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0 must be an integer >= 1"),
+    (["foo=bar"], "unknown key 'foo'; closest valid keys: "),
+    (["model.nonexistent_key=1"], "unknown key 'model.nonexistent_key'; closest valid keys: model."),
+    (["model=transformer"], "unknown model 'transformer'; valid choices: bigru, bilstm, birnn, cifg, gru, lstm"),
+])
+def test_bad_input_is_one_line_and_no_run(tmp_path, args, message):
+    p = cli(*args, root=tmp_path, timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert lines == [lines[0]] and lines[0].startswith(f"seqbench: error: {message}"), p.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # no store, so no run
+
+
+@pytest.mark.parametrize("override, closest", [
+    ("model.hiden_size=8", "model.hidden_size"),       # a typo: the nearest spelling of that group's keys
+    ("task.lr=0.01", "optimizer.lr"),                  # a key that lives elsewhere: same last part first
+    ("trainer.max_epoch=3", "trainer.max_epochs"),
+])
+def test_unknown_key_names_the_closest_valid_keys(override, closest):
+    with pytest.raises(ConfigError) as e:
+        check_keys([override])
+    key = override.split("=")[0]
+    assert str(e.value).startswith(f"unknown key '{key}'; closest valid keys: {closest}")
+
+
+def test_known_keys_and_appends_pass():
+    check_keys(["model=gru", "model.hidden_size=8", "seed=3", "+extra=1", "hydra.launcher.n_jobs=2",
+                "tokenizer=bpe,word", "tokenizer.vocab_size=100", "task.generate.prompt=x"])
+
+
+def test_error_examples_in_the_docs_are_real_output():
+    """Every ``seqbench: error: unknown <group> '<x>'; valid choices: ...`` line in README and docs/
+    is what check_overrides prints today (choices come from the YAML files, so they drift)."""
+    docs = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md")),
+            PROJECT / "src" / "seqbench" / "validate.py"]
+    pattern = re.compile(r"unknown (\w+) '(\w+)'; valid choices: ([a-z0-9_, ]+[a-z0-9_])")
+    found = 0
+    for path in docs:
+        for group, value, choices in pattern.findall(path.read_text()):
+            with pytest.raises(ConfigError) as e:
+                check_overrides([f"{group}={value}"])
+            assert str(e.value) == f"unknown {group} '{value}'; valid choices: {choices}", path
+            found += 1
+    assert found >= 1
