@@ -145,7 +145,7 @@ def store(tmp_path_factory):
     (["task=adding", "data=synthetic"], "data=synthetic is a dataset for task=lm, not task=adding"),
     (["task=lm", "data=adding"], "data=adding is a dataset for task=adding, not task=lm"),
     (["task=adding", "data=adding", "model=lstm", "model.bidirectional=true"],
-     "model=lstm is bidirectional: task=adding reads the state left to right"),
+     "model=lstm is bidirectional: the long-range tasks read the state left to right"),
     (["task=adding", "data=adding", "embedding=onehot"], "embedding=onehot does not apply to task=adding"),
     (["task=copy", "data=copy", "embedding=word2vec"], "embedding=word2vec does not apply to task=copy"),
     (["task=adding", "data=adding", "task.recurrent_init=xavier"],

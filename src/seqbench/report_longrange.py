@@ -62,12 +62,13 @@ BENCHMARKS = [
     Benchmark("subject-verb agreement", "lm", "synthetic", None, "test/agreement_acc_d", False,
               lambda cfg, m: 0.5, "phrases between subject and verb"),
 ]
-LONG_RANGE_TASKS = ("adding", "copy")
-
-
 def applies(expected) -> bool:
-    """Long-range section only for studies that have adding or copy runs."""
-    return any(e.cfg.task.name in LONG_RANGE_TASKS for e in expected)
+    """Long-range section only for studies that have runs of a long-range task (adding, copy, ...)."""
+    from hydra.utils import get_class
+
+    from seqbench.tasks.longrange import LongRangeTask
+
+    return any(issubclass(get_class(e.cfg.task._target_), LongRangeTask) for e in expected)
 
 
 def beats(value: float, baseline: float, lower_is_better: bool) -> bool:

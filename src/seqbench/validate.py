@@ -114,13 +114,6 @@ def check_keys(overrides: Iterable[str], config_name: str = "config", conf_dir: 
             raise unknown_key_error(o.key_or_group, cfg)
 
 
-TASKS = ("lm", "classify", "adding", "copy")
-#: tasks over numbers (seqbench.tasks.longrange): unidirectional, no text embedding to train
-LONG_RANGE_TASKS = ("adding", "copy")
-CLIP_ALGORITHMS = ("norm", "value")
-LOGGERS = ("mlflow", "none")
-
-
 def data_task(data: str, conf_dir: Path = CONF_DIR) -> str:
     """The task a ``data=`` option serves: its YAML's ``task:`` (``lm`` when absent)."""
     from omegaconf import OmegaConf
@@ -131,34 +124,6 @@ def data_task(data: str, conf_dir: Path = CONF_DIR) -> str:
 def datasets_for(task: str, conf_dir: Path = CONF_DIR) -> list[str]:
     """The ``data=`` options serving ``task``."""
     return [name for name in group_options("data", conf_dir) if data_task(name, conf_dir) == task]
-
-
-def check_task_data(cfg: DictConfig) -> None:
-    """``task=classify data=timemachine`` (a corpus without labels) and the like: one line."""
-    serves = cfg.data.get("task", "lm")
-    if serves != cfg.task.name:
-        raise ConfigError(f"data={cfg.data.name} is a dataset for task={serves}, not task={cfg.task.name}; "
-                          f"datasets for task={cfg.task.name}: {', '.join(datasets_for(cfg.task.name)) or 'none'}")
-
-
-def check_long_range(cfg: DictConfig) -> None:
-    """Long-range tasks (and any task's ``recurrent_init``): one line for each impossible choice."""
-    from seqbench.init import check_scheme
-
-    task = cfg.task.name
-    check_scheme(cfg.task.get("recurrent_init", "default"), cfg.task.get("recurrent_scale", 1.0))
-    if task not in LONG_RANGE_TASKS:
-        return
-    if cfg.model.get("bidirectional", False):
-        raise ConfigError(f"model={cfg.model.name} is bidirectional: task={task} reads the state left to right "
-                          f"(and the gradient probe steps through time); use a unidirectional model, e.g. model=lstm")
-    embedding = cfg.embedding.name
-    if task == "adding" and embedding != "learned":
-        raise ConfigError(f"embedding={embedding} does not apply to task=adding: its inputs are real-valued "
-                          f"(value, marker) pairs fed straight to the recurrent stack; keep the default embedding")
-    if task == "copy" and embedding not in ("learned", "onehot"):
-        raise ConfigError(f"embedding={embedding} does not apply to task=copy (its symbols are not text); "
-                          f"valid choices: learned, onehot")
 
 
 def check_run(cfg: DictConfig) -> None:
@@ -176,33 +141,24 @@ def check_run(cfg: DictConfig) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check values and combinations of a composed config; raise ConfigError with one line."""
-    from seqbench.cells import resolve_impl
+    """Check values and combinations of a composed config; raise ConfigError with one line.
+
+    Each rule has one home, in the component it is about: the run's own keys here, the model in
+    ``seqbench.cells.check_model``, the task (its data, direction, embedding, optimizer, scheduler)
+    in its class's ``check_config``, decoding strategies and tokenizer specs in their constructors.
+    Choices come from the config groups and registries, never from a list kept here."""
+    from lightning.pytorch.utilities.enums import GradClipAlgorithmType
+
+    from seqbench.cells import check_model
 
     check_run(cfg)
-    if cfg.task.name not in TASKS:
-        raise choice_error("task", cfg.task.name, TASKS)
-    check_task_data(cfg)
-    check_long_range(cfg)
-    resolve_impl(cfg.model.cell, cfg.model.get("impl", "auto"))
-    if cfg.task.name == "lm" and cfg.model.get("bidirectional", False):
-        raise ConfigError(f"model={cfg.model.name} is bidirectional and cannot generate left to right: "
-                          f"task=lm needs a unidirectional model (e.g. model=lstm, or use task=classify)")
-    if cfg.model.get("nonlinearity", "tanh") not in ("tanh", "relu"):
-        raise choice_error("model.nonlinearity", cfg.model.nonlinearity, ("tanh", "relu"))
-    for key in ("hidden_size", "num_layers"):
-        if int(cfg.model[key]) < 1:
-            raise ConfigError(f"model.{key}={cfg.model[key]} must be >= 1")
-    if not 0.0 <= float(cfg.model.get("dropout", 0.0)) < 1.0:
-        raise ConfigError(f"model.dropout={cfg.model.dropout} must be in [0, 1)")
-    for key in ("batch_size", "eval_batch_size", "bptt", "max_length"):
-        if cfg.task.get(key) is not None and int(cfg.task[key]) < 1:
-            raise ConfigError(f"task.{key}={cfg.task[key]} must be >= 1")
-    if cfg.trainer.get("gradient_clip_algorithm", "norm") not in CLIP_ALGORITHMS:
-        raise choice_error("trainer.gradient_clip_algorithm", cfg.trainer.gradient_clip_algorithm,
-                           CLIP_ALGORITHMS)
-    if cfg.logger.name not in LOGGERS:
-        raise choice_error("logger", cfg.logger.name, LOGGERS)
+    for group in ("task", "logger"):  # a composed config may come from elsewhere than the command line
+        if cfg[group].name not in group_options(group):
+            raise choice_error(group, cfg[group].name, group_options(group))
+    check_model(cfg.model)
+    clip = [a.value for a in GradClipAlgorithmType]
+    if cfg.trainer.get("gradient_clip_algorithm", "norm") not in clip:
+        raise choice_error("trainer.gradient_clip_algorithm", cfg.trainer.gradient_clip_algorithm, clip)
     instantiate(cfg.decoding)  # strategies validate their own parameters
     instantiate(cfg.tokenizer)  # so do tokenizer specs (vocab_size)
-    get_class(cfg.task._target_).check_config(cfg)  # the task's own checks (optimizer, scheduler, ...)
+    get_class(cfg.task._target_).check_config(cfg)  # the task's own checks (data, model, optimizer, ...)

@@ -59,6 +59,21 @@ def resolve_impl(cell: str, impl: str) -> str:
     return impl
 
 
+def check_model(model) -> None:
+    """A ``model`` config's values, before anything is built: cell and impl (from the registries),
+    sizes, dropout, and ``nonlinearity`` (``rnn`` only; its choices are ``cells.rnn.ACTIVATIONS``)."""
+    from seqbench.cells.rnn import ACTIVATIONS
+
+    resolve_impl(model.cell, model.get("impl", "auto"))
+    for key in ("hidden_size", "num_layers"):
+        if int(model[key]) < 1:
+            raise ConfigError(f"model.{key}={model[key]} must be >= 1")
+    if not 0.0 <= float(model.get("dropout", 0.0)) < 1.0:
+        raise ConfigError(f"model.dropout={model.dropout} must be in [0, 1)")
+    if model.get("nonlinearity", "tanh") not in ACTIVATIONS:
+        raise choice_error("model.nonlinearity", model.nonlinearity, ACTIVATIONS)
+
+
 def build_stack(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
                 bidirectional: bool = False, dropout: float = 0.0, impl: str = "auto",
                 nonlinearity: str = "tanh", forget_bias: float | None = None,
@@ -88,6 +103,6 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _module not in ("base", "fused", "scratch"):
         importlib.import_module(f"{__name__}.{_module}")
 
-__all__ = ["RecurrentStack", "State", "FusedStack", "build_stack", "register_scratch",
+__all__ = ["RecurrentStack", "State", "FusedStack", "build_stack", "check_model", "register_scratch",
            "available_cells", "resolve_impl", "detach_state", "select_state", "FUSED_CELLS",
            "SCRATCH_CELLS", "LSTM_FAMILY", "ScratchStack", "copy_weights", "load_fused_weights"]

@@ -43,6 +43,10 @@ class RecurrentTask(pl.LightningModule):
     generates: bool = False
     #: the number a comparison ranks runs by, and whether lower ("min") or higher ("max") is better
     primary_metric: tuple[str, str] = ("test/loss", "min")
+    #: why this task needs a unidirectional stack (None: bidirectional models are fine)
+    unidirectional_because: str | None = None
+    #: task keys that count things (batch sizes, lengths): each must be >= 1 when set
+    positive_keys: tuple[str, ...] = ("batch_size", "eval_batch_size", "bptt", "max_length")
 
     def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: dict | None = None,
                  scheduler: dict | None = None, recurrent_init: str = "default", recurrent_scale: float = 1.0,
@@ -50,15 +54,39 @@ class RecurrentTask(pl.LightningModule):
         """``optimizer``/``scheduler``: the resolved ``optimizer`` and ``scheduler`` groups (plain dicts,
         saved in the hyper-parameters by the subclass); only training needs them."""
         super().__init__()
+        self.check_model(model)
         self.embedding = instantiate(plain(embedding), vocab_size=vocab_size)
         self.stack = instantiate(plain(model), input_size=self.embedding.dim)
         init_recurrent(self.stack, recurrent_init, recurrent_scale)  # seqbench.init: default keeps torch's
 
     @classmethod
+    def check_model(cls, model) -> None:
+        """The one home of "this task needs a unidirectional model": checked on the config before
+        any run and again when a module is built from a model dict."""
+        if cls.unidirectional_because and model.get("bidirectional", False):
+            raise ConfigError(f"model={model.get('name', model.get('cell'))} is bidirectional: "
+                              f"{cls.unidirectional_because}; use a unidirectional model, e.g. model=lstm")
+
+    @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
-        """Fail before any MLflow run: build the optimizer and scheduler on a dummy parameter, so
-        torch's own checks (lr, betas, momentum, mode, ...) speak, as one line naming the option.
-        Subclasses add their checks with ``super().check_config(cfg)``."""
+        """This task's checks of a composed config, run by ``seqbench.validate`` before any MLflow
+        run exists; each failure is one line. Subclasses add theirs with ``super().check_config(cfg)``.
+
+        Here: the dataset serves this task, counts are >= 1, the model's direction, the recurrent
+        init scheme, and the optimizer and scheduler, built on a dummy parameter so that torch's own
+        checks (lr, betas, momentum, mode, ...) speak."""
+        from seqbench.init import check_scheme
+        from seqbench.validate import datasets_for
+
+        serves = cfg.data.get("task", "lm")
+        if serves != cfg.task.name:
+            raise ConfigError(f"data={cfg.data.name} is a dataset for task={serves}, not task={cfg.task.name}; "
+                              f"datasets for task={cfg.task.name}: {', '.join(datasets_for(cfg.task.name)) or 'none'}")
+        for key in cls.positive_keys:
+            if cfg.task.get(key) is not None and int(cfg.task[key]) < 1:
+                raise ConfigError(f"task.{key}={cfg.task[key]} must be >= 1")
+        cls.check_model(cfg.model)
+        check_scheme(cfg.task.get("recurrent_init", "default"), cfg.task.get("recurrent_scale", 1.0))
         if not float(cfg.optimizer.lr) > 0:
             raise ConfigError(f"optimizer.lr={cfg.optimizer.lr} must be > 0")
         optimizer, scheduler = plain(cfg.optimizer), plain(cfg.scheduler)

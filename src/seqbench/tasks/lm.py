@@ -22,7 +22,6 @@ from torchmetrics import SumMetric
 
 from seqbench.cells import detach_state
 from seqbench.data.lm import LMDataModule
-from seqbench.errors import ConfigError
 from seqbench.metrics.agreement import agreement_accuracy
 from seqbench.metrics.gradients import GradientProbe
 from seqbench.tasks.base import RecurrentTask
@@ -34,16 +33,14 @@ SUMS = ("nll", "tokens", "chars", "bytes", "unk")
 class LanguageModel(GradientProbe, RecurrentTask):
     datamodule_class = LMDataModule
     generates = True
+    unidirectional_because = ("task=lm generates left to right, and a backward direction would see the "
+                              "tokens it predicts (bidirectional models belong to task=classify)")
     primary_metric = ("test/bits_per_char", "min")
 
     def __init__(self, vocab_size: int, model: dict, embedding: dict, head_dropout: float = 0.0,
                  unk_id: int | None = None, **task_options):
         super().__init__(vocab_size, model, embedding, **task_options)
         self.save_hyperparameters(logger=False)
-        if self.stack.bidirectional:
-            raise ConfigError(f"model={model.get('name', model.get('cell'))} is bidirectional and cannot "
-                              f"generate left to right: task=lm needs bidirectional=false "
-                              f"(use task=classify for bidirectional models)")
         self.head_drop = nn.Dropout(head_dropout)
         self.head = nn.Linear(self.stack.output_size, vocab_size)
         self.sums = nn.ModuleDict({f"{stage}_{k}": SumMetric() for stage in EVAL_STAGES for k in SUMS})

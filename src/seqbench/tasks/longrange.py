@@ -56,14 +56,18 @@ class LongRangeTask(GradientProbe, RecurrentTask):
     metric_names: tuple[str, ...] = ()
     #: which logged values show in the progress bar
     progress_keys: tuple[str, ...] = ("loss",)
+    unidirectional_because = ("the long-range tasks read the state left to right (and the gradient probe "
+                              "steps through time)")
+    #: ``embedding=`` options that apply to the task's inputs, and why others do not
+    embeddings: tuple[str, ...] = ("learned", "onehot")
+    embeddings_because: str = "its symbols are not text"
 
-    def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: dict | None = None,
-                 scheduler: dict | None = None, recurrent_init: str = "default", recurrent_scale: float = 1.0,
-                 **_):
-        super().__init__(vocab_size, model, embedding, optimizer, scheduler, recurrent_init, recurrent_scale)
-        if self.stack.bidirectional:
-            raise ConfigError(f"model={model.get('name', model.get('cell'))} is bidirectional: the long-range "
-                              f"tasks read the state left to right (use a unidirectional model)")
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        super().check_config(cfg)
+        if cfg.embedding.name not in cls.embeddings:
+            raise ConfigError(f"embedding={cfg.embedding.name} does not apply to task={cfg.task.name} "
+                              f"({cls.embeddings_because}); valid choices: {', '.join(cls.embeddings)}")
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
@@ -109,6 +113,9 @@ class AddingTask(LongRangeTask):
 
     datamodule_class = AddingDataModule
     generates = False
+    embeddings = ("learned",)
+    embeddings_because = ("its inputs are real-valued (value, marker) pairs fed straight to the recurrent "
+                          "stack; keep the default embedding")
     primary_metric = ("test/mse", "min")
     metric_names = ("mse", "baseline_mse")
     progress_keys = ("mse",)
