@@ -12,7 +12,7 @@ from datasets import Dataset, DatasetDict
 from conftest import DATA_DIR, compose_cfg, needs_data
 from seqbench.data.mr import MRCorpus, fold_bounds
 from seqbench.data.sources import HubCorpus, check_corpus
-from seqbench.data.sst import SSTCorpus, binary_label, parse_tree
+from seqbench.data.sst import SSTCorpus, binary_label, parse_phrases, parse_tree
 from seqbench.data.synthetic import CountingOnes
 from seqbench.data.synthetic_longrange import AddingProblem, CopyMemory
 from seqbench.data.text import LocalTextCorpus
@@ -52,6 +52,33 @@ def test_sst5_labels_are_the_root_labels_of_the_files():
     corpus = load("data=sst5")
     lines = (DATA_DIR / "sst" / "dev.txt").read_text().splitlines()
     assert corpus["validation"]["label"] == [int(line[1]) for line in lines]
+
+
+def test_parse_phrases_gives_every_node_with_its_label():
+    tree = "(3 (2 It) (4 (2 -LRB-) (4 (3 great) (2 -RRB-))))"
+    assert parse_phrases(tree) == [("It ( great )", 3), ("It", 2), ("( great )", 4), ("(", 2),
+                                   ("great )", 4), ("great", 3), (")", 2)]
+    assert parse_phrases(tree)[0] == parse_tree(tree)  # the root is the sentence
+
+
+@needs_data("sst", "train.txt")
+@pytest.mark.parametrize("name, phrases", [("sst2", 77616), ("sst5", 159274)])
+def test_sst_phrase_level_training_set(name, phrases):
+    """data.train_phrases=true: every distinct labelled phrase of the training trees (SST-2: the
+    non-neutral ones), while validation and test stay the standard sentence-level splits."""
+    corpus = load(f"data={name}", "data.train_phrases=true")
+    sentence_level = load(f"data={name}")
+    assert sizes(corpus) == (phrases, *sizes(sentence_level)[1:])
+    lines = (DATA_DIR / "sst" / "train.txt").read_text().splitlines()
+    # brute force: one phrase per node ("(" in the tree), deduplicated by text
+    nodes = [p for line in lines if line.strip() for p in parse_phrases(line)]
+    assert sum(line.count("(") for line in lines) == len(nodes)
+    keep = (lambda y: True) if name == "sst5" else (lambda y: y != 2)
+    assert len({t for t, y in nodes if keep(y)}) == phrases
+    assert set(sentence_level["train"]["text"]) <= set(corpus["train"]["text"])  # every sentence is a phrase too
+    labels = dict(zip(corpus["train"]["text"], corpus["train"]["label"]))
+    first = sentence_level["train"][0]
+    assert labels[first["text"]] == first["label"]
 
 
 # -- MR: 10-fold cross-validation ----------------------------------------------------------------

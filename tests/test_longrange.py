@@ -161,7 +161,7 @@ def test_impossible_combinations_fail_before_any_run(store, overrides, message):
 
 # -- report: where a cell stops beating the baseline, and rows that never mix settings -----------------
 def test_report_finds_the_length_where_a_cell_stops_beating_the_baseline():
-    from seqbench.report_longrange import beats, stops_beating
+    from seqbench.report.sections.longrange import beats, stops_beating
 
     assert beats(0.10, 1 / 6, lower_is_better=True) and not beats(0.16, 1 / 6, lower_is_better=True)
     assert beats(0.30, 0.125, lower_is_better=False) and not beats(0.15, 0.125, lower_is_better=False)
@@ -176,7 +176,7 @@ def test_report_labels_tell_apart_settings_that_share_a_cell():
 
     from omegaconf import OmegaConf
 
-    from seqbench.report_longrange import distinct_labels, variant_labels
+    from seqbench.report.sections.longrange import distinct_labels, variant_labels
 
     def item(model, length, clip=0.5, seed=0):
         cfg = OmegaConf.create({"model": {"name": model}, "data": {"length": length},

@@ -16,7 +16,8 @@ from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
 from seqbench.study import check_base, expand, load_study, studies
-from seqbench.sweep import grid_commands
+from seqbench.study import sweeps
+from seqbench.sweep import grid_commands, sweep_commands
 from seqbench.errors import ConfigError
 from seqbench.validate import CONF_DIR, validate
 
@@ -62,11 +63,17 @@ def parent_run(root: Path, study: str = "smoke"):
 def test_study_files_and_commands():
     study = load_study("cells")
     commands = grid_commands(study, "local", jobs=2)
-    assert len(commands) == len(study["grids"])
+    # the comparison: every grid of the cells study is tuned, so one multirun per grid point (cell)
+    assert len(commands) == sum(len(expand(g["overrides"])) for g in study["grids"]) == 8
     for cmd in commands:
         assert cmd[1:4] == ["-m", "seqbench", "-m"]
         assert "skip_finished=true" in cmd and "study=cells" in cmd and "seed=0,1,2" in cmd
         assert "hydra/launcher=local" in cmd and "hydra.launcher.n_jobs=2" in cmd
+        assert sum(o.startswith("optimizer.lr=") for o in cmd) == 1  # its point's (chosen) learning rate
+    tune = sweep_commands(study, sweeps(study, "tune"), "local", jobs=2)
+    assert len(tune) == len(study["grids"])
+    assert all("stage=tune" in c and "seed=100" in c and any(o.startswith("optimizer.lr=") and "," in o for o in c)
+               for c in tune)
     assert "hydra/launcher=slurm" in grid_commands(study, "slurm")[0]
     assert "hydra/launcher=submitit_local" in grid_commands(study, "submitit_local")[0]
     with pytest.raises(ConfigError, match="unknown launcher 'k8s'; valid choices: basic, local, slurm, submitit_local"):
@@ -79,7 +86,7 @@ def test_sweep_is_fault_tolerant_resumable_and_reported(tmp_path):
     study = write_study(tmp_path / "smoke.yaml")
     p = seqbench("seqbench.sweep", str(study), "--jobs", "2", root=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]  # FAILED runs are results, listed; nothing is missing
-    assert "== smoke: 6 configurations in 2 grid(s)" in p.stdout
+    assert "== smoke: 0 tuning + 6 comparison configurations" in p.stdout
     assert "== smoke: 4/6 configurations FINISHED, 2 failed, 0 missing" in p.stdout
     assert p.stdout.count("  FAILED: lm/synthetic/char/lstm/s") == 2
     client, first = runs(tmp_path)
@@ -115,15 +122,25 @@ def test_sweep_is_fault_tolerant_resumable_and_reported(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     md = (tmp_path / "reports" / "smoke" / "report.md").read_text()
     assert "## lm / synthetic" in md and "Protocol: task **lm**, data **synthetic**" in md
-    labels = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")]
-    assert sum(label.startswith("★ ") for label in labels) == 1  # exactly one best row
-    rows = {line.split("|")[1].strip().removeprefix("★ "): line for line in md.splitlines() if line.startswith("| ")}
+    lines = md.split("## lm / synthetic")[1].splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    table = lines[first + 2:lines.index("", first)]  # the results table, not the pairwise ones below it
+    rows = {line.split("|")[1].strip().removeprefix("★ "): line for line in table}
+    assert set(rows) == {"rnn", "gru", "lstm"}
     assert "(n=2)" in rows["rnn"] and "2/2" in rows["rnn"] and "(n=2)" in rows["gru"]
     assert "0/2" in rows["lstm"]
+    # 2 seeds a row after 2 epochs: Welch (one pair, so Holm = raw p) cannot separate rnn and gru (p ≈ 0.4,
+    # the 95 % CI of their difference spans ± 0.8 bits/char): no ★, and the verdict says why
+    verdict = next(line for line in lines if line.startswith("**Verdict.**"))
+    assert not any("★" in line for line in table)
+    assert verdict.count("No winner: ") == 1 and "are indistinguishable (Holm-adjusted p ≥ 0.05" in verdict
+    assert "No winner: rnn and gru" in verdict or "No winner: gru and rnn" in verdict
+    assert "rnn and gru: n = 2 < 3 seeds" in verdict and "lstm: 2 of 2 runs failed or missing" in verdict
+    assert "trained for a fixed budget; convergence not checked" in verdict
     failed = [line for line in md.splitlines() if "| FAILED |" in line]
     assert len(failed) == 2 and all("training diverged" in line for line in failed)
     html = (tmp_path / "reports" / "smoke" / "report.html").read_text()
-    assert "data:image/png;base64," in html and "<table>" in html
+    assert "data:image/png;base64," in html and "<table>" in html and "<strong>lm</strong>" in html and "**" not in html
     client, parent2 = parent_run(tmp_path)  # the resumed sweep reused the parent; the report is logged on it
     assert parent2.info.run_id == parent.info.run_id
     assert {"report/report.md", "report/report.html"} <= {a.path for a in client.list_artifacts(parent.info.run_id, "report")}

@@ -39,3 +39,57 @@ def test_grammatical_rate_counts_complete_sentences():
     text = "the dog sees the cat .\nthe dogs sees happy .\nthe cat kno"
     assert grammatical_rate(text) == (0.5, 2)
     assert grammatical_rate("no sentence here") == (0.0, 0)
+
+
+# -- every generated corpus is leak-free -------------------------------------------------------
+def generated_corpus_classes():
+    """Every GeneratedCorpus subclass of the seqbench.data package (its modules imported first)."""
+    import importlib
+    import pkgutil
+
+    import seqbench.data
+    from seqbench.data.sources import GeneratedCorpus
+
+    for module in pkgutil.iter_modules(seqbench.data.__path__):
+        importlib.import_module(f"seqbench.data.{module.name}")
+    found, todo = [], list(GeneratedCorpus.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo += cls.__subclasses__()
+    return sorted(set(found), key=lambda c: c.__name__)
+
+
+def test_every_generated_corpus_holds_out_only_examples_absent_from_train():
+    classes = generated_corpus_classes()
+    assert {"AgreementCorpus", "CountingOnes", "AddingProblem", "CopyMemory"} <= {c.__name__ for c in classes}
+    for cls in classes:
+        corpus = cls(seed=1, num_train=3000, num_val=300, num_test=300)
+        data = corpus()
+        keys = {split: corpus.example_keys(data[split]) for split in ("train", "validation", "test")}
+        assert [len(keys[s]) for s in ("train", "validation", "test")] == [3000, 300, 300], cls.__name__
+        train = set(keys["train"])
+        assert not train & set(keys["validation"]) and not train & set(keys["test"]), cls.__name__
+        assert not set(keys["validation"]) & set(keys["test"]), cls.__name__
+        again = cls(seed=1, num_train=3000, num_val=300, num_test=300)()
+        assert again["test"]["text"] == data["test"]["text"], cls.__name__  # still deterministic
+
+
+def test_agreement_corpus_at_its_defaults_is_leak_free():
+    data = AgreementCorpus()()  # 6,000 / 500 / 500: 50 test and 45 validation sentences leaked before
+    train = set(data["train"]["text"])
+    assert not train & set(data["validation"]["text"]) and not train & set(data["test"]["text"])
+    assert not set(data["validation"]["text"]) & set(data["test"]["text"])
+    assert [len(data[s]) for s in ("train", "validation", "test")] == [6000, 500, 500]
+
+
+def test_a_held_out_split_that_cannot_be_filled_is_one_error_line():
+    import pytest
+
+    from seqbench.data.synthetic import CountingOnes
+    from seqbench.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:  # 4-bit strings: 16 exist, 400 training draws see them all
+        CountingOnes(seed=0, num_train=400, num_val=20, num_test=20, length=4)()
+    assert "\n" not in str(e.value) and str(e.value).startswith("data=counting_ones: only ")
+    assert "data.length=4" in str(e.value) and "data.num_val=20" in str(e.value)

@@ -7,8 +7,9 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 
-def protocol(cfg: DictConfig, seeds: list) -> str:
-    """What a reader needs to judge the numbers of one table."""
+def protocol(cfg: DictConfig, seeds: list, tuned: tuple[str, ...] = ()) -> str:
+    """What a reader needs to judge the numbers of one table; ``tuned``: the keys chosen per row on
+    validation (a study's ``tune``), whose value in ``cfg`` is then not the table's."""
     t = cfg.task
     parts = [f"task **{t.name}**, data **{cfg.data.name}**"]
     if "num_train" in cfg.data:
@@ -24,13 +25,18 @@ def protocol(cfg: DictConfig, seeds: list) -> str:
     parts.append(f"batch {t.get('batch_size')}" + (f", bptt {t.bptt}" if "bptt" in t else ""))
     if t.name in ("lm", "classify"):
         parts.append(f"tokenizer {cfg.tokenizer.name}")
-    parts.append(f"hidden {cfg.model.hidden_size}, {cfg.model.num_layers} layer(s), embedding "
+    budget = cfg.model.get("param_budget")
+    size = f"equal parameters: {budget} per stack" if budget is not None else f"hidden {cfg.model.hidden_size}"
+    parts.append(f"{size}, {cfg.model.num_layers} layer(s), embedding "
                  f"{cfg.embedding.name} {cfg.embedding.get('dim', '')}")
-    parts.append(f"optimizer {cfg.optimizer.name} lr {cfg.optimizer.lr}"
+    lr = "lr tuned per row" if "optimizer.lr" in tuned else f"lr {cfg.optimizer.lr}"
+    parts.append(f"optimizer {cfg.optimizer.name} {lr}"
                  + (f", scheduler {cfg.scheduler.name}" if cfg.scheduler.name != "none" else "")
                  + f", clip {cfg.trainer.gradient_clip_val} ({cfg.trainer.gradient_clip_algorithm})")
     if t.name == "lm" and "generate" in t:
         parts.append(f"samples: {t.generate.num_samples} x {t.generate.max_new_tokens} tokens, "
                      f"decoding {cfg.decoding.name}, prompt {t.generate.prompt!r}")
+    if tuned:
+        parts.append(f"{', '.join(tuned)} chosen per row on validation at the tuning seed (see Tuning)")
     parts.append(f"seeds {seeds}; metrics on the held-out test split with the best-validation checkpoint")
     return "; ".join(parts) + "."

@@ -114,7 +114,8 @@ def run(cfg: DictConfig) -> dict:
         torch.set_num_threads(int(cfg.num_threads))
     tracker = make_tracker(cfg)
     if cfg.get("skip_finished") and (done := tracker.find_finished(cfg)) is not None:
-        print(f"skipped: FINISHED run {done['run_id']} has this config_hash ({done['config_hash']})")
+        print(f"skipped: FINISHED run {done['run_id']} has this config_hash ({done['config_hash']}), "
+              f"code_version {done['code_version']}")
         return done
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     corpus, tokenizer, datamodule, module = build(cfg)
@@ -145,6 +146,7 @@ def run(cfg: DictConfig) -> dict:
         if checkpoint.best_model_score is not None:
             metrics["val/best_loss"] = float(checkpoint.best_model_score)
         metrics["num_parameters"] = module.num_parameters()
+        metrics["hidden_size"] = module.stack.hidden_size  # the one used (model.param_budget may choose it)
         metrics["wall_time_s"] = time.perf_counter() - started
         if trainer.is_global_zero:
             samples = generate_samples(cfg, module, tokenizer, train_text=datamodule.split_text("train")) \
@@ -156,7 +158,7 @@ def run(cfg: DictConfig) -> dict:
                 metrics["primary"] = metrics[primary]
                 tracker.set_tags({"primary_metric": f"{primary} ({'lower' if direction == 'min' else 'higher'} is better)"})
             tracker.log_metrics({k: v for k, v in metrics.items() if k.startswith(("sample/", "val/best")) or k in
-                                 ("num_parameters", "wall_time_s", "epochs_trained", "converged", "primary")})
+                                 ("num_parameters", "hidden_size", "wall_time_s", "epochs_trained", "converged", "primary")})
             if samples:
                 tracker.log_text(samples["text"], "samples.txt")
             tokenizer_path = out / "tokenizer.json"
@@ -180,7 +182,8 @@ def print_summary(cfg: DictConfig, metrics: dict, tracker, out: Path) -> None:
     table.add_column("value", justify="right")
     for key in ("train/loss_epoch", "val/loss", "val/bits_per_char", "test/loss", "test/perplexity",
                 "test/bits_per_char", "test/bits_per_byte", "test/unk_rate", "val/accuracy",
-                "test/accuracy", "test/f1_macro", "train/tokens_per_s", "train/examples_per_s",
+                "test/accuracy", "test/f1_macro", "test/mse", "test/mse_ratio", "test/recall_accuracy",
+                "test/baseline_recall_accuracy", "epochs_trained", "converged", "train/tokens_per_s", "train/examples_per_s",
                 "num_parameters", "sample/grammatical_rate", "sample/distinct_2", "sample/repetition_4"):
         if key in metrics:
             v = metrics[key]

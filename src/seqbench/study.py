@@ -2,6 +2,17 @@
 
 Both the sweep (what to run) and the report (what to look up) expand a study into the same list of
 expected configurations, each composed with Hydra and identified by its config hash.
+
+**Per-cell tuning** (Greff et al. 2015, scaled down). A grid may declare ``tune``: candidate values
+of settings to choose per grid point, e.g. ``tune: {optimizer.lr: [0.003, 0.01, 0.03]}``. The
+study then runs in two stages: *tune* — every grid point x every candidate, once, at the study's
+tuning seed (``tuning.seed``, not one of the comparison seeds) with ``stage=tune`` and any cheaper
+``tuning.overrides``; each point's candidate with the best validation objective
+(``tuning.objective``, default ``val/best_loss``, lower is better) is chosen — then *compare* —
+every grid point at its own chosen setting over the comparison seeds; test metrics are reported.
+Tuning runs are ordinary tracked, resumable runs, launched in parallel like any grid; the chosen
+values are derived from them whenever the study is expanded (:func:`choose`), so the sweep and the
+report always agree on them.
 """
 
 from __future__ import annotations
@@ -33,7 +44,108 @@ def load_study(name: str) -> dict:
     for key in ("name", "source_study") if study.get("kind") == "decoding" else ("name", "grids"):
         if key not in study:
             raise ConfigError(f"study file {path} has no '{key}' key")
+    for grid in study.get("grids", []):  # a tuned key set elsewhere too would be ambiguous
+        fixed = {o.split("=", 1)[0].lstrip("+~") for o in [*grid["overrides"], *study.get("common", [])]}
+        for key, values in (grid.get("tune") or {}).items():
+            if key in fixed:
+                raise ConfigError(f"grid '{grid.get('name', '')}' tunes {key} and also sets it; remove one")
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"grid '{grid.get('name', '')}': tune.{key} must be a list of candidate values")
     return study
+
+
+def key_of(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def tuning(study: dict) -> dict:
+    """The study's tuning settings with their defaults."""
+    return {"seed": 100, "overrides": [], "objective": "val/best_loss", **(study.get("tuning") or {})}
+
+
+def point_key(grid: dict, overrides: list[str]) -> str:
+    """Which grid point a run belongs to: the grid's name and its own swept values, e.g.
+    ``copy memory: model=lstm`` (a tuned setting is chosen per such point)."""
+    own = {key_of(o) for o in grid["overrides"]}
+    return f"{grid.get('name', '')}: " + " ".join(o for o in overrides if key_of(o) in own and key_of(o) != "seed")
+
+
+@dataclass
+class Sweep:
+    """One Hydra multirun of a study (its overrides, without study/launcher settings)."""
+
+    grid: dict
+    overrides: list[str]
+    stage: str = "compare"
+
+
+def sweeps(study: dict, stage: str = "compare", chosen: dict[str, list[str]] | None = None) -> list[Sweep]:
+    """The multiruns of a study's stage. ``compare``: each untuned grid as one multirun over the
+    seeds; a tuned grid as one multirun per grid point at its chosen setting (the first candidates
+    while nothing is chosen yet). ``tune``: each tuned grid x its candidates at the tuning seed."""
+    seeds = ",".join(str(s) for s in study.get("seeds", [0]))
+    common, tune_cfg = study.get("common", []), tuning(study)
+    out = []
+    for grid in study["grids"]:
+        tune = grid.get("tune") or {}
+        if stage == "tune":
+            if tune:
+                candidates = [f"{k}={','.join(map(str, v))}" for k, v in tune.items()]
+                out.append(Sweep(grid, [*grid["overrides"], *candidates, f"seed={tune_cfg['seed']}", *common,
+                                        *tune_cfg["overrides"], "stage=tune"], "tune"))
+        elif not tune:
+            out.append(Sweep(grid, [*grid["overrides"], f"seed={seeds}", *common]))
+        else:
+            for point in expand(grid["overrides"]):
+                setting = (chosen or {}).get(point_key(grid, point)) or [f"{k}={v[0]}" for k, v in tune.items()]
+                out.append(Sweep(grid, [*point, *setting, f"seed={seeds}", *common]))
+    return out
+
+
+def choose(study: dict, tuned: list["Expected"], objective_of: dict[str, float]) -> dict[str, dict]:
+    """Per tuned grid point: every candidate's validation objective and the chosen (best) one.
+
+    ``tuned``: the tune stage's expected runs; ``objective_of``: config hash -> objective of its
+    FINISHED run. Returns ``{point_key: {"candidates": {"optimizer.lr=0.01": value, ...},
+    "chosen": ["optimizer.lr=0.01"]}}``; a point with no finished candidate gets no "chosen"."""
+    out: dict[str, dict] = {}
+    for e in tuned:
+        tune = e.grid.get("tune") or {}
+        candidate = " ".join(o for o in e.overrides if key_of(o) in tune)
+        entry = out.setdefault(point_key(e.grid, e.overrides), {"candidates": {}})
+        entry["candidates"][candidate] = objective_of.get(e.hash, float("nan"))
+    for entry in out.values():
+        scored = {c: v for c, v in entry["candidates"].items() if v == v}  # not NaN
+        if scored:
+            entry["chosen"] = min(scored, key=scored.get).split(" ")
+    return out
+
+
+def resolve(study: dict, root: str, tracker, extra: list[str] = ()) -> tuple[list["Expected"], list["Expected"], dict]:
+    """The study's expected runs: (tuning runs, comparison runs at the chosen settings, the
+    choice per tuned point). Choices come from the FINISHED tuning runs in MLflow."""
+    tuned = expected_runs(study, root, extra, stage="tune")
+    objective = tuning(study)["objective"]
+    any_code = "reuse_other_code=true" in extra
+    objective_of = finished_metric(tracker, study["name"], objective, any_code) if tuned and tracker else {}
+    choice = choose(study, tuned, objective_of)
+    chosen = {k: v["chosen"] for k, v in choice.items() if "chosen" in v}
+    return tuned, expected_runs(study, root, extra, chosen=chosen), choice
+
+
+def finished_metric(tracker, study: str, metric: str, any_code: bool = False) -> dict[str, float]:
+    """config hash -> ``metric`` of the newest FINISHED run of the study made by this code
+    (``code_version``; any code with ``any_code``), from one search."""
+    from seqbench.tracking import code_version
+
+    runs = tracker.client.search_runs([tracker.experiment_id], f"tags.study = '{study}' and attributes.status = 'FINISHED'",
+                                      order_by=["attributes.start_time DESC"], max_results=50000)
+    out: dict[str, float] = {}
+    for r in runs:
+        h = r.data.tags.get("config_hash")
+        if h and h not in out and metric in r.data.metrics and (any_code or r.data.tags.get("code_version") == code_version()):
+            out[h] = r.data.metrics[metric]
+    return out
 
 
 def study_tracker(root: str, study: str, overrides: list[str] = ()):
@@ -55,6 +167,8 @@ class Expected:
 
     overrides: list[str]
     cfg: DictConfig
+    grid: dict = field(default_factory=dict)
+    sweep: int = 0  #: which of its stage's sweeps (multirun commands) runs it
     hash: str = field(init=False)
 
     def __post_init__(self):
@@ -74,17 +188,18 @@ def expand(overrides: list[str]) -> list[list[str]]:
     return [list(combo) for combo in itertools.product(*choices)]
 
 
-def expected_runs(study: dict, root: str, extra: list[str] = ()) -> list[Expected]:
-    """Every (grid point x seed) of the study, composed as the sweep's jobs compose it."""
+def expected_runs(study: dict, root: str, extra: list[str] = (), stage: str = "compare",
+                  chosen: dict[str, list[str]] | None = None) -> list[Expected]:
+    """Every (grid point x seed) of the study's stage (see :func:`sweeps`), composed as the
+    sweep's jobs compose it."""
     from hydra import compose, initialize_config_dir
 
     from seqbench.validate import CONF_DIR, check_keys, check_overrides
 
-    seeds = ",".join(str(s) for s in study.get("seeds", [0]))
     out = []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        for grid in study["grids"]:
-            sweep = [*grid["overrides"], f"seed={seeds}", *study.get("common", []), *extra]
+        for i, s in enumerate(sweeps(study, stage, chosen)):
+            grid, sweep = s.grid, [*s.overrides, *extra]
             check_base(grid, sweep, root)
             for point in expand(sweep):
                 check_overrides(point)
@@ -96,7 +211,7 @@ def expected_runs(study: dict, root: str, extra: list[str] = ()) -> list[Expecte
                     except ConfigError as unknown:
                         e = unknown
                     raise ConfigError(f"grid '{grid.get('name', '')}': {str(e).splitlines()[0]}") from None
-                out.append(Expected(point, cfg))
+                out.append(Expected(point, cfg, grid, i))
     return out
 
 

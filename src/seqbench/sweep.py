@@ -6,7 +6,8 @@ Hydra launcher (``local``: joblib processes; ``slurm``: submitit; ``submitit_loc
 executor, the SLURM code path without a cluster; ``basic``: one after another). The study is one
 place in MLflow: its own experiment (``seqbench/<study>``) with one parent run, the jobs nested
 under it, and the report logged on it.
-Resumable: a job whose config hash already has a FINISHED run is skipped, so re-running a killed
+Resumable: a job whose config hash already has a FINISHED run of the same code (``code_version``)
+is skipped, and a grid whose every job would be skipped is not launched, so re-running a killed
 sweep finishes only what is missing. A failing job is recorded FAILED and the others go on.
 """
 
@@ -18,35 +19,39 @@ import subprocess
 import sys
 
 from seqbench.errors import SeqbenchError, choice_error
-from seqbench.study import expand, load_study, studies, study_tracker
+from seqbench.study import expand, expected_runs, load_study, point_key, resolve, studies, study_tracker, sweeps
 
 #: local: joblib processes; slurm: submitit on a SLURM cluster; submitit_local: the same submitit code
 #: path with jobs as local processes (tests, or a machine without SLURM); basic: one after another
 LAUNCHERS = ("local", "slurm", "submitit_local", "basic")
 
 
-def grid_commands(study: dict, launcher: str = "local", jobs: int | None = None,
-                  extra: list[str] = ()) -> list[list[str]]:
-    """The multirun command line of every grid of the study."""
+def sweep_commands(study: dict, stage_sweeps: list, launcher: str = "local", jobs: int | None = None,
+                   extra: list[str] = ()) -> list[list[str]]:
+    """The multirun command line of each sweep of a stage (:func:`seqbench.study.sweeps`)."""
     if launcher not in LAUNCHERS:
         raise choice_error("launcher", launcher, LAUNCHERS)
-    seeds = ",".join(str(s) for s in study.get("seeds", [0]))
     cores = os.cpu_count() or 1
     jobs = jobs or cores
     commands = []
-    for grid in study["grids"]:
-        cmd = [sys.executable, "-m", "seqbench", "-m", *grid["overrides"], f"seed={seeds}",
-               *study.get("common", []), f"study={study['name']}", "skip_finished=true"]
+    for s in stage_sweeps:
+        cmd = [sys.executable, "-m", "seqbench", "-m", *s.overrides, f"study={study['name']}", "skip_finished=true"]
         if launcher == "local":
             cmd += ["hydra/launcher=local", f"hydra.launcher.n_jobs={jobs}",
                     f"num_threads={max(1, cores // jobs)}"]
         elif launcher == "slurm":
             cmd += ["hydra/launcher=slurm"]
-        elif launcher == "submitit_local":  # every job of a grid starts at once: share the cores
-            points = len(expand([*grid["overrides"], f"seed={seeds}"]))
-            cmd += ["hydra/launcher=submitit_local", f"num_threads={max(1, cores // min(jobs, points))}"]
+        elif launcher == "submitit_local":  # every job of a multirun starts at once: share the cores
+            cmd += ["hydra/launcher=submitit_local", f"num_threads={max(1, cores // min(jobs, len(expand(s.overrides))))}"]
         commands.append([*cmd, *extra])
     return commands
+
+
+def grid_commands(study: dict, launcher: str = "local", jobs: int | None = None,
+                  extra: list[str] = ()) -> list[list[str]]:
+    """The comparison stage's multirun command lines (tuned grids: at their first candidates,
+    until the tune stage has chosen)."""
+    return sweep_commands(study, sweeps(study), launcher, jobs, extra)
 
 
 def open_study_run(study: dict, extra: list[str] = ()):
@@ -123,16 +128,16 @@ def decode_study(study: dict, extra: list[str] = ()) -> int:
     return 1 if failed else 0
 
 
-def preflight(study: dict, root: str, extra: list[str]) -> list:
-    """Validate every expected configuration and load each distinct dataset once, before any job
-    starts: a bad value or a missing corpus is one error line, not one per job."""
+def preflight(study: dict, root: str, extra: list[str], stage: str = "compare") -> list:
+    """Validate every expected configuration of a stage and load each distinct dataset once, before
+    any job starts: a bad value or a missing corpus is one error line, not one per job. (A tuned
+    grid's comparison is checked at its first candidates; the tune stage checks every candidate.)"""
     from omegaconf import OmegaConf
 
     from seqbench.errors import instantiate
-    from seqbench.study import expected_runs
     from seqbench.validate import validate
 
-    expected = expected_runs(study, root, extra)
+    expected = expected_runs(study, root, extra, stage=stage)
     loaded = set()
     for e in expected:
         validate(e.cfg)
@@ -180,6 +185,47 @@ def summarize(study: dict, expected: list, tracker) -> dict[str, int]:
     return counts
 
 
+def reusable(expected: list, tracker) -> list[bool]:
+    """Which expected configurations already have a FINISHED run a job would reuse (as
+    ``Tracker.find_finished`` sees it: same config hash, made by the same code (``code_version``),
+    or by any code with ``reuse_other_code=true``), from one search over the study's experiment."""
+    from seqbench.tracking import code_version
+
+    versions = tracker.finished_versions() if tracker is not None else {}
+    return [bool(versions.get(e.hash)) and (code_version() in versions[e.hash] or bool(e.cfg.get("reuse_other_code")))
+            for e in expected]
+
+
+def label(s) -> str:
+    """How the sweep driver names a multirun: its grid, and for a tuned grid's comparison its point."""
+    return point_key(s.grid, s.overrides) if s.stage == "compare" and s.grid.get("tune") else s.grid.get("name", "")
+
+
+def run_stage(study: dict, stage: str, stage_sweeps: list, commands: list[list[str]], expected: list, tracker,
+              parent) -> int | None:
+    """Launch a stage's multiruns one after another, skipping those whose every configuration
+    already has a reusable FINISHED run (not even a process is started). Returns the signal that
+    stopped it, else None."""
+    done = reusable(expected, tracker)
+    if skipped := sum(done):
+        print(f"== {study['name']}: {stage}: {skipped}/{len(expected)} configurations already have a FINISHED run "
+              f"to reuse (same config hash and code version): skipped", flush=True)
+    for i, (s, cmd) in enumerate(zip(stage_sweeps, commands)):
+        mine = [d for e, d in zip(expected, done) if e.sweep == i]
+        if mine and all(mine):  # nothing to do: its jobs would all skip
+            print(f"== {study['name']}: {stage}: {label(s)}: skipped, all {len(mine)} configurations FINISHED",
+                  flush=True)
+            continue
+        print(f"== {study['name']}: {stage}: {label(s)}", flush=True)
+        # a failing job is recorded FAILED by the job itself; the multirun goes on
+        if (signum := run_grid(cmd)) is not None:
+            print(f"== {study['name']}: stopped by signal {signum}; runs in flight are recorded KILLED. "
+                  f"Run the same command again to finish what is missing.", file=sys.stderr)
+            close_study_run(tracker, parent, "KILLED")
+            return signum
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seqbench.sweep", description=__doc__.split("\n")[0])
     parser.add_argument("study", help=f"one of: {', '.join(studies())}")
@@ -190,37 +236,58 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     root = os.environ.get("SEQBENCH_ROOT", os.getcwd())
     tracking = [o for o in args.overrides if o.startswith(("logger", "paths"))]
+    extra = [o for o in args.overrides if o not in tracking]
+    command_of = lambda stage_sweeps: sweep_commands(study, stage_sweeps, args.launcher, args.jobs, args.overrides)
     try:
         study = load_study(args.study)
         if study.get("kind") == "decoding":
             return decode_study(study, args.overrides)
-        commands = grid_commands(study, args.launcher, args.jobs, args.overrides)
+        tune_sweeps, compare_sweeps = sweeps(study, "tune"), sweeps(study)
+        tune_commands, commands = command_of(tune_sweeps), command_of(compare_sweeps)
         if args.dry_run:
-            print("\n".join(" ".join(c[1:]) for c in commands))
+            lines = [" ".join(c[1:]) for c in tune_commands]
+            if tune_commands:
+                lines.append("# then the comparison, each tuned grid point at its chosen setting (here: the first "
+                             "candidates, until the tune stage has run):")
+            print("\n".join(lines + [" ".join(c[1:]) for c in commands]))
             return 0
-        expected = preflight(study, root, [o for o in args.overrides if o not in tracking])
+        tuned = preflight(study, root, extra, stage="tune")
+        expected = preflight(study, root, extra)
     except SeqbenchError as e:
         print(f"seqbench.sweep: error: {e}", file=sys.stderr)
         return 2
     tracker, parent = open_study_run(study, args.overrides)
-    if parent is not None:  # every job is a nested child of the study's parent run
-        commands = [[*cmd, f"logger.parent_run_id={parent}"] for cmd in commands]
+    if tuned and tracker is None:
+        print("seqbench.sweep: error: a study with `tune` chooses settings from its tuning runs in MLflow; "
+              "logger=none cannot tune", file=sys.stderr)
+        return 2
+    nested = [f"logger.parent_run_id={parent}"] if parent is not None else []  # jobs nest under the parent
+    if parent is not None:
         print(f"== {study['name']}: MLflow experiment {tracker.experiment!r}, parent run {parent}", flush=True)
-    print(f"== {study['name']}: {len(expected)} configurations in {len(commands)} grid(s)", flush=True)
-    for grid, cmd in zip(study["grids"], commands):
-        print(f"== {study['name']}: {grid.get('name', '')}", flush=True)
-        # a failing job is recorded FAILED by the job itself; the grid goes on
-        if (signum := run_grid(cmd)) is not None:
-            print(f"== {study['name']}: stopped by signal {signum}; runs in flight are recorded KILLED. "
-                  f"Run the same command again to finish what is missing.", file=sys.stderr)
-            close_study_run(tracker, parent, "KILLED")
+    print(f"== {study['name']}: {len(tuned)} tuning + {len(expected)} comparison configurations", flush=True)
+    if tuned:
+        if (signum := run_stage(study, "tune", tune_sweeps, [[*c, *nested] for c in tune_commands], tuned, tracker,
+                                parent)):
             return 128 + signum
+        if args.launcher == "slurm":  # submitit returns when the jobs are queued: choose when they are done
+            print(f"== {study['name']}: tuning jobs submitted; run the same command again when they have "
+                  f"finished, to choose each point's setting and run the comparison", flush=True)
+            return 0
+        _, expected, choice = resolve(study, root, tracker, extra)
+        for point, entry in choice.items():
+            print(f"== {study['name']}: tuned {point}: {' '.join(entry.get('chosen', ['(no finished candidate)']))}",
+                  flush=True)
+        compare_sweeps = sweeps(study, chosen={k: v["chosen"] for k, v in choice.items() if "chosen" in v})
+        commands = command_of(compare_sweeps)
+    if (signum := run_stage(study, "compare", compare_sweeps, [[*c, *nested] for c in commands], expected, tracker,
+                            parent)):
+        return 128 + signum
     if args.launcher == "slurm":  # submitit returns when the jobs are queued or done; nothing to count yet
         return 0  # the parent stays RUNNING until a later sweep (or the report) counts the study
     if tracker is None:
         return 0
     # exit 1 only when a configuration left no record at all; FAILED runs are results, listed here
-    counts = summarize(study, expected, tracker)
+    counts = summarize(study, tuned + expected, tracker)
     close_study_run(tracker, parent, "FAILED" if counts["missing"] else "FINISHED", counts)
     return 1 if counts["missing"] else 0
 

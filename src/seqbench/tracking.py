@@ -1,9 +1,11 @@
 """MLflow tracking: one run per invocation, owned by rank 0.
 
 A run gets the flattened resolved config as params, tags (task, data, tokenizer, model, seed,
-config hash, git sha), per-step metrics through Lightning's ``MLFlowLogger`` attached to the same
-run id, and artifacts (resolved config, tokenizer, samples, checkpoint). Its status ends FINISHED,
-or FAILED with the reason in the ``failure_reason`` tag; nothing is lost on an exception.
+config hash, git sha, code version), per-step metrics through Lightning's ``MLFlowLogger`` attached
+to the same run id, and artifacts (resolved config, tokenizer, samples, checkpoint). Its status ends
+FINISHED, or FAILED with the reason in the ``failure_reason`` tag; nothing is lost on an exception.
+A FINISHED run is reused (``skip_finished``) only by a config with its hash run by the same code
+(:func:`code_version`), unless ``reuse_other_code=true``.
 
 Where runs go follows MLflow's own conventions: ``MLFLOW_TRACKING_URI`` and
 ``MLFLOW_EXPERIMENT_NAME`` are honoured when set (``conf/logger/mlflow.yaml`` reads them; an
@@ -15,6 +17,7 @@ driver owns and the report is logged on; a single run stays a top-level run of `
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -29,7 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 from seqbench.errors import Terminated
 
 #: top-level config keys that do not change a run's results (where it writes, how it is tracked)
-OUTPUT_ONLY_KEYS = ("paths", "logger", "hydra", "ckpt_path", "num_threads", "study", "skip_finished")
+OUTPUT_ONLY_KEYS = ("paths", "logger", "hydra", "ckpt_path", "num_threads", "study", "skip_finished",
+                    "reuse_other_code")
 #: tag of a study's parent run (its value: the study name); the jobs are its nested children
 STUDY_RUN_TAG = "seqbench.study_run"
 #: trainer keys that do not change results
@@ -82,17 +86,55 @@ def git_sha(root: str | Path = PACKAGE_ROOT) -> str:
         return "unknown"
 
 
+#: environment variable that, when set, is the code version (tests; or to declare two code states equal)
+CODE_VERSION_VARIABLE = "SEQBENCH_CODE_VERSION"
+#: what "the code" of a run is: the package and the config groups (relative to PACKAGE_ROOT). Study
+#: files (pipelines/) only choose configurations, and what a configuration trains is its config_hash.
+CODE_PATHS = ("src/seqbench", "conf")
+
+
+def code_version() -> str:
+    """The version of the code a run is made by (tag ``code_version``): a 16-hex-digit hash of the
+    contents (and paths) of every file under ``src/seqbench`` and ``conf`` that git tracks or
+    would track (untracked, not ignored; outside git: every file but caches), so a committed,
+    an edited and an uncommitted checkout each get their own, equal contents the same one, and
+    commits that touch only docs or studies change nothing. ``$SEQBENCH_CODE_VERSION`` overrides
+    it. Computed once per process."""
+    return os.environ.get(CODE_VERSION_VARIABLE) or _source_hash(str(PACKAGE_ROOT))
+
+
+@functools.lru_cache(maxsize=None)
+def _source_hash(root: str) -> str:
+    base = Path(root)
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--",
+                                 *CODE_PATHS], cwd=base, capture_output=True, check=True).stdout
+        files = sorted({f for f in listed.decode().split("\0") if f})
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout (e.g. an installed copy)
+        files = sorted(str(f.relative_to(base)) for d in CODE_PATHS for f in (base / d).rglob("*")
+                       if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc")
+    digest = hashlib.sha256()
+    for name in files:
+        path = base / name
+        if path.is_file():  # a tracked file deleted in the working tree is absent from the code
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def run_name(cfg: DictConfig) -> str:
-    """``lm/synthetic/char/lstm/s0``."""
-    return "/".join([cfg.task.name, cfg.data.name, cfg.tokenizer.name, cfg.model.name, f"s{cfg.seed}"])
+    """``lm/synthetic/char/lstm/s0`` (``tune/lm/...`` for a study's tuning run)."""
+    stage = [] if cfg.get("stage", "compare") == "compare" else [str(cfg.stage)]
+    return "/".join([*stage, cfg.task.name, cfg.data.name, cfg.tokenizer.name, cfg.model.name, f"s{cfg.seed}"])
 
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:
     tags = {group: str(cfg[group].name) for group in TAG_GROUPS if group in cfg}
     tags.update(seed=str(cfg.seed), config_hash=config_hash(cfg), git_sha=git_sha(),
-                cell=str(cfg.model.cell))
+                code_version=code_version(), cell=str(cfg.model.cell))
     if cfg.get("study"):
         tags["study"] = str(cfg.study)
+    if cfg.get("stage", "compare") != "compare":
+        tags["stage"] = str(cfg.stage)
     return tags
 
 
@@ -203,14 +245,34 @@ class Tracker:
         return self.client.create_run(self.experiment_id, run_name=study, tags=tags).info.run_id
 
     def find_finished(self, cfg: DictConfig) -> dict | None:
-        """The newest FINISHED run with this config's hash: its metrics and ``run_id``, else None."""
+        """The newest reusable FINISHED run with this config's hash: its metrics and ``run_id``, else
+        None. Reusable: made by this code (same ``code_version`` tag), or by any code with
+        ``reuse_other_code=true``."""
         h = config_hash(cfg)
+        same_code = "" if cfg.get("reuse_other_code") else f" and tags.code_version = '{code_version()}'"
         runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.config_hash = '{h}' "
-                                       "and attributes.status = 'FINISHED'",
+                                       f"and attributes.status = 'FINISHED'{same_code}",
                                        order_by=["attributes.start_time DESC"], max_results=1)
         if not runs:
             return None
-        return {**runs[0].data.metrics, "run_id": runs[0].info.run_id, "config_hash": h, "skipped": True}
+        return {**runs[0].data.metrics, "run_id": runs[0].info.run_id, "config_hash": h,
+                "code_version": runs[0].data.tags.get("code_version"), "skipped": True}
+
+    def finished_versions(self) -> dict[str, set]:
+        """config_hash -> the ``code_version`` tags of its FINISHED runs in this experiment (None:
+        untagged), from one paged search: what a sweep driver needs to know which of many
+        configurations :meth:`find_finished` would reuse, without one query each."""
+        out: dict[str, set] = {}
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                                           max_results=1000, page_token=token)
+            for r in page:
+                if "config_hash" in r.data.tags:
+                    out.setdefault(r.data.tags["config_hash"], set()).add(r.data.tags.get("code_version"))
+            token = page.token
+            if not token:
+                return out
 
     def lightning_logger(self):
         from lightning.pytorch.loggers import MLFlowLogger

@@ -135,6 +135,8 @@ def check_run(cfg: DictConfig) -> None:
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"trainer.max_epochs={epochs!r} must be an integer >= 1 (a run that trains nothing "
                           f"would be recorded FINISHED)")
+    if cfg.get("stage", "compare") not in ("compare", "tune"):
+        raise choice_error("stage", cfg.stage, ("compare", "tune"))
     patience = (cfg.get("early_stopping") or {}).get("patience")
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 0):
         raise ConfigError(f"early_stopping.patience={patience!r} must be an integer >= 0, or null (train the whole budget)")

@@ -59,9 +59,12 @@ def resolve_impl(cell: str, impl: str) -> str:
     return impl
 
 
-def check_model(model) -> None:
+def check_model(model, input_size: int | None = None) -> None:
     """A ``model`` config's values, before anything is built: cell and impl (from the registries),
-    sizes, dropout, and ``nonlinearity`` (``rnn`` only; its choices are ``cells.rnn.ACTIVATIONS``)."""
+    sizes, dropout, ``nonlinearity`` (``rnn`` only; its choices are ``cells.rnn.ACTIVATIONS``) and
+    ``param_budget``: solved with :func:`hidden_size_for` when the stack's ``input_size`` is known
+    (the task knows it: ``RecurrentTask.stack_input_size``), else only checked against the
+    smallest stack there is (hidden size 1 on a 1-wide input)."""
     from seqbench.cells.rnn import ACTIVATIONS
 
     resolve_impl(model.cell, model.get("impl", "auto"))
@@ -72,17 +75,34 @@ def check_model(model) -> None:
         raise ConfigError(f"model.dropout={model.dropout} must be in [0, 1)")
     if model.get("nonlinearity", "tanh") not in ACTIVATIONS:
         raise choice_error("model.nonlinearity", model.nonlinearity, ACTIVATIONS)
+    if model.get("param_budget") is not None:
+        kwargs = {k: v for k, v in dict(model).items() if k not in ("_target_", "hidden_size", "param_budget")}
+        if input_size is not None:
+            hidden_size_for(model.param_budget, **{**kwargs, "input_size": int(input_size)})
+        else:
+            budget = _budget(model.param_budget)
+            smallest = count_parameters(**{**kwargs, "input_size": 1, "hidden_size": 1})
+            if budget * (1 + PARAM_BUDGET_TOLERANCE) < smallest:
+                raise ConfigError(f"model.param_budget={budget} is too small: the smallest {model.cell} stack "
+                                  f"(hidden_size=1) already has {smallest} parameters")
 
 
 def build_stack(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
                 bidirectional: bool = False, dropout: float = 0.0, impl: str = "auto",
                 nonlinearity: str = "tanh", forget_bias: float | None = None,
-                name: str | None = None, **cell_options) -> RecurrentStack:
+                name: str | None = None, param_budget: int | None = None, **cell_options) -> RecurrentStack:
     """Build the recurrent stack a ``conf/model/<name>.yaml`` describes.
 
     ``forget_bias`` (LSTM family only; default 1.0 on both paths) sets the forget gate's
     effective bias ``b_ih + b_hh``; ``nonlinearity`` (tanh | relu) is for ``rnn`` only.
+    ``param_budget`` (equal-size mode): ignore ``hidden_size`` and use :func:`hidden_size_for`'s,
+    the one whose stack has ``param_budget`` parameters (± 2 %); the stack's ``hidden_size`` says
+    which it was.
     """
+    if param_budget is not None:
+        hidden_size = hidden_size_for(param_budget, cell=cell, input_size=input_size, num_layers=num_layers,
+                                      bidirectional=bidirectional, dropout=dropout, impl=impl,
+                                      nonlinearity=nonlinearity, forget_bias=forget_bias, **cell_options)
     which = resolve_impl(cell, impl)
     kwargs = dict(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers,
                   bidirectional=bidirectional, dropout=dropout)
@@ -95,6 +115,66 @@ def build_stack(cell: str, input_size: int, hidden_size: int, num_layers: int = 
     return SCRATCH_CELLS[cell](**kwargs, **cell_options)
 
 
+#: how far from ``model.param_budget`` a stack's parameter count may be (relative)
+PARAM_BUDGET_TOLERANCE = 0.02
+
+
+def _budget(param_budget) -> int:
+    try:
+        ok = not isinstance(param_budget, bool) and float(param_budget).is_integer() and float(param_budget) >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"model.param_budget={param_budget} must be a whole number >= 1, or null (use hidden_size)")
+    return int(float(param_budget))
+
+
+def count_parameters(**stack_kwargs) -> int:
+    """Parameters of ``build_stack(**stack_kwargs)``, built on torch's meta device (no memory, no
+    init): whatever the cell, impl, depth or direction, the count is the real module's."""
+    import torch
+
+    with torch.device("meta"):
+        stack = build_stack(**stack_kwargs)
+    return sum(p.numel() for p in stack.parameters())
+
+
+def hidden_size_for(param_budget: int, **stack_kwargs) -> int:
+    """Equal-size mode: the hidden size whose stack (``build_stack(**stack_kwargs, hidden_size=H)``)
+    has the parameter count closest to ``param_budget``; ConfigError (one line) when even that one
+    is more than 2 % away (e.g. a budget below the smallest stack's count).
+
+    The count grows with H, so: double H until the count reaches the budget, bisect for the
+    first H at or above it, and keep it or H - 1, whichever is closer (about 2 log2 H meta builds)."""
+    budget = _budget(param_budget)
+    stack_kwargs = {k: v for k, v in stack_kwargs.items() if k not in ("hidden_size", "param_budget")}
+    counts: dict[int, int] = {}
+
+    def count(h: int) -> int:
+        if h not in counts:
+            counts[h] = count_parameters(**stack_kwargs, hidden_size=h)
+        return counts[h]
+
+    lo, hi = 1, 1
+    while count(hi) < budget:
+        if hi >= 1 << 24:
+            raise ConfigError(f"model.param_budget={budget} is out of reach (hidden_size {hi} has {count(hi)} parameters)")
+        lo, hi = hi + 1, hi * 2
+    while lo < hi:  # the first hidden size with count >= budget lies in [lo, hi]
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if count(mid) >= budget else (mid + 1, hi)
+    best = min((h for h in (hi - 1, hi) if h >= 1), key=lambda h: abs(count(h) - budget))
+    if abs(count(best) - budget) > PARAM_BUDGET_TOLERANCE * budget:
+        cell = stack_kwargs.get("cell")
+        layout = (f"{stack_kwargs.get('num_layers', 1)} layer(s)"
+                  + (", bidirectional" if stack_kwargs.get("bidirectional") else "")
+                  + f", input {stack_kwargs.get('input_size')}")
+        hint = "; raise the budget" if best == 1 else ""
+        raise ConfigError(f"model.param_budget={budget} cannot be met within ±{PARAM_BUDGET_TOLERANCE:.0%}: the "
+                          f"closest {cell} stack ({layout}) has {count(best)} parameters at hidden_size={best}{hint}")
+    return best
+
+
 # Every other module of this package holds cells that register themselves on import (they need
 # register_scratch above): a new ``cells/<family>.py`` is picked up without editing this file.
 from seqbench.cells.scratch import ScratchStack, copy_weights, load_fused_weights  # noqa: E402
@@ -104,5 +184,6 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
         importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["RecurrentStack", "State", "FusedStack", "build_stack", "check_model", "register_scratch",
+           "hidden_size_for", "count_parameters", "PARAM_BUDGET_TOLERANCE",
            "available_cells", "resolve_impl", "detach_state", "select_state", "FUSED_CELLS",
            "SCRATCH_CELLS", "LSTM_FAMILY", "ScratchStack", "copy_weights", "load_fused_weights"]

@@ -13,11 +13,12 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlparse
 
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from seqbench.errors import DataError
+from seqbench.errors import ConfigError, DataError
 
 SPLITS = ("train", "validation", "test")
 #: split names used by hub datasets or classic distributions -> ours
@@ -43,13 +44,22 @@ class Corpus:
 @dataclass
 class GeneratedCorpus(Corpus):
     """A corpus the project generates: offline and deterministic from ``seed``. Each split is drawn
-    from its own seeded stream, so validation/test examples are generated independently of (never
-    copied from) the training ones. Subclasses implement :meth:`generate` (and :meth:`check`)."""
+    from its own seeded stream, and the held-out splits are leak-free: the training split is drawn
+    first, then validation and test keep only examples whose input (:attr:`input_columns`) occurs
+    neither in train nor in the other held-out split (test also avoids validation). Subclasses
+    implement :meth:`generate` (and :meth:`check`); ``generate(split, n)`` must be deterministic,
+    so drawing more to replace rejected examples is drawing a longer stream of the same seed."""
 
     seed: int = 0
     num_train: int = 10000
     num_val: int = 1000
     num_test: int = 1000
+    #: the columns that make an example's input (its identity for leak checks)
+    input_columns: ClassVar[tuple[str, ...]] = ("text",)
+    #: data keys that set how many distinct examples exist (named when a split cannot be filled)
+    space_keys: ClassVar[tuple[str, ...]] = ()
+    #: at most this many times a held-out split's size is drawn to fill it with unseen examples
+    max_draw_factor: ClassVar[int] = 64
 
     def check(self) -> None:
         """Raise ConfigError for parameters that cannot generate anything (before generating)."""
@@ -57,10 +67,42 @@ class GeneratedCorpus(Corpus):
     def generate(self, split: str, n: int) -> Dataset:
         raise NotImplementedError
 
+    def example_keys(self, ds: Dataset) -> list:
+        """One hashable identity per example: its :attr:`input_columns` values."""
+        def frozen(v):
+            return tuple(frozen(x) for x in v) if isinstance(v, list) else v
+
+        columns = [ds[c] for c in self.input_columns]
+        return [tuple(frozen(v) for v in row) for row in zip(*columns)]
+
+    def draw_unseen(self, split: str, n: int, seen: set) -> Dataset:
+        """``n`` examples of ``split`` whose keys are not in ``seen``: the first ``n`` such of the
+        split's stream (drawn n, 2n, 4n, ... long), deterministic from the seed; ConfigError
+        when ``max_draw_factor * n`` draws do not hold enough."""
+        size = max(n, 1)
+        while True:
+            ds = self.generate(split, size)
+            keep = [i for i, key in enumerate(self.example_keys(ds)) if key not in seen][:n]
+            if len(keep) == n:
+                return ds if len(keep) == len(ds) else ds.select(keep)
+            if size >= self.max_draw_factor * max(n, 1):
+                break
+            size *= 2
+        key = {"validation": "num_val", "test": "num_test"}[split]
+        space = ", ".join(f"data.{k}={'null' if getattr(self, k) is None else getattr(self, k)}"
+                          for k in self.space_keys)
+        raise ConfigError(f"data={self.name}: only {len(keep)} of data.{key}={n} {split} examples are unseen in "
+                          f"train (data.num_train={self.num_train}){' and validation' if split == 'test' else ''} "
+                          f"after {size} draws; too few distinct examples exist"
+                          f"{f' at {space}' if space else ''}: enlarge that or lower data.num_train/data.{key}")
+
     def load(self) -> DatasetDict:
         self.check()
-        sizes = {"train": self.num_train, "validation": self.num_val, "test": self.num_test}
-        return DatasetDict({split: self.generate(split, n) for split, n in sizes.items()})
+        train = self.generate("train", self.num_train)
+        seen = set(self.example_keys(train))
+        validation = self.draw_unseen("validation", self.num_val, seen)
+        test = self.draw_unseen("test", self.num_test, seen | set(self.example_keys(validation)))
+        return DatasetDict({"train": train, "validation": validation, "test": test})
 
 
 def check_corpus(corpus: DatasetDict, name: str, labelled: bool = False) -> DatasetDict:

@@ -46,6 +46,7 @@ class AgreementCorpus(GeneratedCorpus):
     num_test: int = 500
     max_attractors: int = 3
     name: str = "synthetic"
+    space_keys = ("max_attractors",)
 
     def generate(self, split: str, n: int) -> Dataset:
         rng = random.Random(f"agreement/{self.seed}/{split}/{SPLITS.index(split)}")
@@ -85,6 +86,7 @@ class CountingOnes(GeneratedCorpus):
     num_test: int = 500
     length: int = 12
     min_length: int | None = None
+    space_keys = ("length", "min_length")
 
     def check(self) -> None:
         if not 1 <= self.low <= self.length:

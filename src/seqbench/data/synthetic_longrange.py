@@ -39,6 +39,8 @@ class AddingProblem(GeneratedCorpus):
     name: str = "adding"
     task: str = "adding"    # seed, num_train/val/test: GeneratedCorpus (10,000 / 1,000 / 1,000)
     length: int = 100
+    input_columns = ("values", "markers")   # an example is its inputs (the marker string alone repeats)
+    space_keys = ("length",)
 
     def check(self) -> None:
         if self.length < 2:
@@ -65,6 +67,8 @@ class CopyMemory(GeneratedCorpus):
     num_symbols: int = 8
     copy_length: int = 10
     delay: int = 100
+    input_columns = ("inputs",)
+    space_keys = ("num_symbols", "copy_length")
 
     def check(self) -> None:
         if self.copy_length < 1 or self.delay < 1 or not 1 <= self.num_symbols <= 26:

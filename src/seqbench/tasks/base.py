@@ -68,6 +68,12 @@ class RecurrentTask(pl.LightningModule):
                               f"{cls.unidirectional_because}; use a unidirectional model, e.g. model=lstm")
 
     @classmethod
+    def stack_input_size(cls, cfg: DictConfig) -> int | None:
+        """Width of the recurrent stack's input for this config, known before the data: the
+        embedding's ``dim`` (None when it is the vocabulary's size: ``onehot``)."""
+        return cfg.embedding.get("dim")
+
+    @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
         """This task's checks of a composed config, run by ``seqbench.validate`` before any MLflow
         run exists; each failure is one line. Subclasses add theirs with ``super().check_config(cfg)``.
@@ -86,6 +92,10 @@ class RecurrentTask(pl.LightningModule):
             if cfg.task.get(key) is not None and int(cfg.task[key]) < 1:
                 raise ConfigError(f"task.{key}={cfg.task[key]} must be >= 1")
         cls.check_model(cfg.model)
+        if cfg.model.get("param_budget") is not None:  # equal-size mode: solvable for this task's input?
+            from seqbench.cells import check_model as check_stack
+
+            check_stack(cfg.model, input_size=cls.stack_input_size(cfg))
         check_scheme(cfg.task.get("recurrent_init", "default"), cfg.task.get("recurrent_scale", 1.0))
         if not float(cfg.optimizer.lr) > 0:
             raise ConfigError(f"optimizer.lr={cfg.optimizer.lr} must be > 0")

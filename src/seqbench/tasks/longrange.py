@@ -120,6 +120,10 @@ class AddingTask(LongRangeTask):
     metric_names = ("mse", "baseline_mse")
     progress_keys = ("mse",)
 
+    @classmethod
+    def stack_input_size(cls, cfg) -> int:
+        return 2  # RealInput: (value, marker)
+
     def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: dict | None = None,
                  scheduler: dict | None = None, recurrent_init: str = "default", recurrent_scale: float = 1.0,
                  probe: bool = True, probe_batch_size: int = 32, **task_options):
@@ -169,6 +173,10 @@ class CopyTask(LongRangeTask):
     primary_metric = ("test/recall_accuracy", "max")
     metric_names = ("loss", "recall_accuracy")
     progress_keys = ("loss", "recall_accuracy")
+
+    @classmethod
+    def stack_input_size(cls, cfg) -> int:
+        return cfg.embedding.get("dim") or int(cfg.data.num_symbols) + 2  # onehot: blank, K symbols, delimiter
 
     def __init__(self, vocab_size: int, model: dict, embedding: dict, num_symbols: int = 8,
                  copy_length: int = 10, delay: int = 100, optimizer: dict | None = None,

@@ -1,4 +1,4 @@
-"""Long-range section of a study report (called by :mod:`seqbench.report` for studies with
+"""Long-range section of a study report (appended by :mod:`seqbench.report` to studies with
 long-range tasks): where each cell stops beating the trivial baseline as the dependency grows,
 and how its gradients decay with the lag.
 
@@ -18,10 +18,7 @@ For every benchmark in :data:`BENCHMARKS` present in the study:
 
 from __future__ import annotations
 
-import base64
-import html
 import math
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -30,10 +27,12 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from seqbench.report.labels import distinct_labels
+from seqbench.report.plots import pyplot
+from seqbench.report.render import image, md_table
+
 #: a variant beats the baseline with at least this much less error (relative)
 BEAT_MARGIN = 0.10
-#: top-level override keys that are config groups: the variant label names the model only
-GROUP_KEYS = ("task", "data", "tokenizer", "embedding", "model", "decoding", "trainer", "logger", "paths")
 
 
 @dataclass
@@ -92,60 +91,6 @@ def stops_beating(xs: list, values: dict, baselines: dict, lower_is_better: bool
 
 
 # -- variants -----------------------------------------------------------------------------------------
-def _short(key: str) -> str:
-    return key.split(".")[-1]
-
-
-def _override_keys(items, exclude: tuple[str, ...]) -> list[str]:
-    """Override keys that can change results (not seed, groups, output-only keys or ``exclude``)."""
-    from seqbench.tracking import OUTPUT_ONLY_KEYS, OUTPUT_ONLY_TRAINER_KEYS
-
-    skip = {"seed", *GROUP_KEYS, *OUTPUT_ONLY_KEYS, *(f"trainer.{k}" for k in OUTPUT_ONLY_TRAINER_KEYS), *exclude}
-    keys = []
-    for e in items:
-        for o in e.overrides:
-            key = o.split("=", 1)[0].lstrip("+~")
-            if key not in keys and key not in skip and key.split(".")[0] not in OUTPUT_ONLY_KEYS:
-                keys.append(key)
-    return keys
-
-
-def varying_settings(items, exclude: tuple[str, ...] = ()) -> dict[str, list[str]]:
-    """Per config hash, ``key=value`` for each override key whose value varies among ``items``
-    (``seed``, config groups and ``exclude`` aside; None = not applicable, never shown). A key whose
-    most common value holds a majority is shown only where it deviates from it
-    (``recurrent_init=scaled`` on the one exploding RNN); a key without a majority value (a swept
-    axis such as ``data.length``) is shown everywhere."""
-    keys = _override_keys(items, exclude)
-    values = {k: [OmegaConf.select(e.cfg, k) for e in items] for k in keys}
-    shown = {}
-    for k, vs in values.items():
-        counts = Counter(str(v) for v in vs if v is not None)
-        if len(counts) < 2:
-            continue
-        top, n = counts.most_common(1)[0]
-        shown[k] = top if n > sum(counts.values()) / 2 else None      # None: show every value
-    return {e.hash: [f"{_short(k)}={values[k][i]}" for k, top in shown.items()
-                     if values[k][i] is not None and (top is None or str(values[k][i]) != top)]
-            for i, e in enumerate(items)}
-
-
-def distinct_labels(items, base: Callable, exclude: tuple[str, ...] = ()) -> dict[str, str]:
-    """Label per config hash: ``base(e)`` where it names one configuration (seeds and ``exclude``
-    aside), else ``base(e)`` plus the :func:`varying_settings` that tell its configurations apart,
-    so rows never average different settings together (``rnn, length=50, gradient_clip_val=0``)."""
-    groups: dict[str, list] = {}
-    for e in items:
-        groups.setdefault(base(e), []).append(e)
-    labels = {}
-    for label, group in groups.items():
-        keys = _override_keys(group, exclude)
-        configs = {tuple(str(OmegaConf.select(e.cfg, k)) for k in keys) for e in group}
-        settings = varying_settings(group, exclude) if len(configs) > 1 else {e.hash: [] for e in group}
-        labels.update({e.hash: ", ".join([label, *settings[e.hash]]) for e in group})
-    return labels
-
-
 def variant_labels(items, exclude: tuple[str, ...] = ()) -> dict[str, str]:
     """Variant per config hash: the model name, told apart by its settings where needed."""
     return distinct_labels(items, lambda e: str(e.cfg.model.name), exclude)
@@ -234,20 +179,11 @@ def performance_table(bench: Benchmark, data: dict) -> tuple[list[str], list[lis
     return header, rows
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_performance(bench: Benchmark, data: dict, path: Path) -> bool:
     xs = sorted(data["baselines"])
     if not xs:
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for label, by_x in data["values"].items():
         pts = [(x, float(np.nanmean(by_x[x]))) for x in xs if x in by_x and len(by_x[x])]
@@ -268,7 +204,7 @@ def plot_performance(bench: Benchmark, data: dict, path: Path) -> bool:
 def plot_gradients(bench: Benchmark, data: dict, tracker, x, path: Path) -> bool:
     """Two panels (untrained, trained): mean grad/h_norm over seeds by lag, one line per variant;
     the LSTM family's grad/c_norm dashed."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     drawn = False
     for i, label in enumerate(data["values"]):
@@ -330,7 +266,7 @@ def plot_clipping(bench: Benchmark, curves: dict, x, path: Path) -> bool:
     """Global gradient norm per training step: solid before clipping, dotted after (clipped runs)."""
     if not curves:
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 3.6 + 0.25 * len(curves)))
     for i, (label, (pre, post)) in enumerate(curves.items()):
         ok = ~np.isnan(pre)
@@ -350,46 +286,39 @@ def plot_clipping(bench: Benchmark, curves: dict, x, path: Path) -> bool:
     return True
 
 
-def section(expected, runs: pd.DataFrame, tracker, out_dir: Path, md_table, html_table) -> dict:
-    """Markdown lines, HTML parts and image paths of the long-range section (``md_table`` and
-    ``html_table`` are report.py's renderers)."""
+def section(expected, runs: pd.DataFrame, tracker, out_dir: Path) -> dict:
+    """Markdown lines and image paths of the long-range section."""
     md = ["## Long-range dependencies", "",
           f"Per benchmark: the metric against the dependency length per variant; ✓ = beats the trivial "
           f"baseline by at least {BEAT_MARGIN:.0%} less error. Gradient curves: mean ‖∂L/∂h_t‖ of the loss "
           f"at the last step against the lag T − t (dashed: ‖∂L/∂c_t‖, LSTM family), before and after "
           f"training.", ""]
-    parts = [f"<h2>Long-range dependencies</h2><p>{html.escape(md[2])}</p>"]
     images = []
 
-    def image(path: Path, alt: str):
+    def add_image(path: Path, alt: str):
         images.append(path)
-        md.extend([f"![{alt}]({path.name})", ""])
-        data = base64.b64encode(path.read_bytes()).decode()
-        parts.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
+        md.extend(image(path, alt))
 
     for k, bench in enumerate(BENCHMARKS):
         data = collect(bench, expected, runs)
         if not data:
             continue
         md += [f"### {bench.name}: {bench.metric}{'{d}' if bench.x is None else ''} vs {bench.x_label}", ""]
-        parts.append(f"<h3>{html.escape(bench.name)}: {html.escape(bench.metric)} vs {html.escape(bench.x_label)}</h3>")
         header, rows = performance_table(bench, data)
         md += [md_table(header, rows), ""]
-        parts.append(html_table(header, rows))
         png = out_dir / f"longrange_{k}_{bench.task}_metric.png"
         if plot_performance(bench, data, png):
-            image(png, f"{bench.name}: {bench.metric} vs {bench.x_label}")
+            add_image(png, f"{bench.name}: {bench.metric} vs {bench.x_label}")
         for x in (sorted(data["baselines"]) if bench.x else [None]):
             png = out_dir / f"longrange_{k}_{bench.task}_grad_{x if x is not None else 'all'}.png"
             if plot_gradients(bench, data, tracker, x, png):
-                image(png, f"{bench.name}: gradient norm vs lag" + (f" at {x}" if x is not None else ""))
+                add_image(png, f"{bench.name}: gradient norm vs lag" + (f" at {x}" if x is not None else ""))
             rows, curves = clipping_rows(bench, data, tracker, x)
             if rows:
                 header = ["variant", "clipping", "max norm before clipping", "median before", "max after",
                           bench.metric]
                 md += [f"Clipping at {bench.x_label.split(' (')[0]} = {x}:", "", md_table(header, rows), ""]
-                parts.append(html_table(header, rows))
                 png = out_dir / f"longrange_{k}_{bench.task}_clip_{x}.png"
                 if plot_clipping(bench, curves, x, png):
-                    image(png, f"{bench.name}: gradient norm per step, clipping on/off")
-    return {"md": md, "html": parts, "images": images}
+                    add_image(png, f"{bench.name}: gradient norm per step, clipping on/off")
+    return {"md": md, "images": images}

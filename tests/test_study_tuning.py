@@ -1,0 +1,90 @@
+"""Per-cell tuning in a study: the tune stage's runs, the choice on validation, and the comparison
+at each grid point's own chosen setting (seqbench.study)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import yaml
+
+from seqbench.errors import ConfigError
+from seqbench.study import choose, expected_runs, load_study, point_key, sweeps
+
+STUDY = {"name": "t", "seeds": [0, 1], "common": ["trainer.max_epochs=2"],
+         "tuning": {"seed": 7, "overrides": ["trainer.max_epochs=1"]},
+         "grids": [{"name": "g", "overrides": ["model=rnn,gru"], "tune": {"optimizer.lr": [0.001, 0.01]}},
+                   {"name": "h", "overrides": ["model=lstm"]}]}
+
+
+def test_tune_stage_is_every_point_times_every_candidate_at_the_tuning_seed(tmp_path):
+    tuned = expected_runs(STUDY, str(tmp_path), stage="tune")
+    got = sorted((e.cfg.model.name, e.cfg.optimizer.lr, e.cfg.seed, e.cfg.trainer.max_epochs, e.cfg.stage)
+                 for e in tuned)
+    assert got == [("gru", 0.001, 7, 1, "tune"), ("gru", 0.01, 7, 1, "tune"),
+                   ("rnn", 0.001, 7, 1, "tune"), ("rnn", 0.01, 7, 1, "tune")]  # tuning overrides win
+    assert [s.stage for s in sweeps(STUDY, "tune")] == ["tune"]  # untuned grid h has no tuning runs
+
+
+def test_each_point_is_compared_at_its_own_best_candidate(tmp_path):
+    tuned = expected_runs(STUDY, str(tmp_path), stage="tune")
+    # validation objective: rnn prefers the small lr, gru the large one
+    best = {("rnn", 0.001): 1.0, ("rnn", 0.01): 2.0, ("gru", 0.001): 1.5, ("gru", 0.01): 0.5}
+    objective = {e.hash: best[(e.cfg.model.name, e.cfg.optimizer.lr)] for e in tuned}
+    choice = choose(STUDY, tuned, objective)
+    assert choice["g: model=rnn"] == {"candidates": {"optimizer.lr=0.001": 1.0, "optimizer.lr=0.01": 2.0},
+                                      "chosen": ["optimizer.lr=0.001"]}
+    assert choice["g: model=gru"]["chosen"] == ["optimizer.lr=0.01"]
+    compare = expected_runs(STUDY, str(tmp_path), chosen={k: v["chosen"] for k, v in choice.items()})
+    got = sorted((e.cfg.model.name, e.cfg.optimizer.lr, e.cfg.seed, e.cfg.stage) for e in compare)
+    assert got == [("gru", 0.01, 0, "compare"), ("gru", 0.01, 1, "compare"), ("lstm", 0.003, 0, "compare"),
+                   ("lstm", 0.003, 1, "compare"), ("rnn", 0.001, 0, "compare"), ("rnn", 0.001, 1, "compare")]
+    assert {e.hash for e in compare}.isdisjoint(objective)  # a tuning run never stands in for a result
+
+
+def test_a_point_without_finished_candidates_is_not_chosen(tmp_path):
+    tuned = expected_runs(STUDY, str(tmp_path), stage="tune")
+    choice = choose(STUDY, tuned, {e.hash: 1.0 for e in tuned if e.cfg.model.name == "gru"})
+    assert "chosen" not in choice["g: model=rnn"] and math.isnan(choice["g: model=rnn"]["candidates"]["optimizer.lr=0.01"])
+    assert point_key(STUDY["grids"][0], ["model=gru", "seed=3", "optimizer.lr=1"]) == "g: model=gru"
+
+
+def test_a_key_both_tuned_and_set_is_refused(tmp_path):
+    bad = {**STUDY, "grids": [{"name": "g", "overrides": ["model=rnn", "optimizer.lr=0.1"],
+                               "tune": {"optimizer.lr": [0.001, 0.01]}}]}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match="grid 'g' tunes optimizer.lr and also sets it"):
+        load_study(str(path))
+
+
+def test_tuned_sweep_end_to_end_chooses_on_validation_and_reports_it(tmp_path):
+    """A real tiny tuned study: the tune stage's runs, each cell compared at the learning rate
+    with its lowest val/best_loss, both stages nested under the study's parent, and the report's
+    Tuning section naming the choice."""
+    from test_sweep import TINY_COMMON, parent_run, runs, seqbench
+
+    common = [o for o in TINY_COMMON if not o.startswith("trainer.max_epochs")] + ["trainer.max_epochs=1"]
+    study = tmp_path / "tuned.yaml"
+    study.write_text(yaml.safe_dump({"name": "tuned", "seeds": [0], "common": common,
+                                     "grids": [{"name": "g", "overrides": ["model=gru"],
+                                                "tune": {"optimizer.lr": [0.0003, 0.03]}}]}))
+    p = seqbench("seqbench.sweep", str(study), "--jobs", "2", root=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "== tuned: 2 tuning + 1 comparison configurations" in p.stdout
+    assert "== tuned: 3/3 configurations FINISHED, 0 failed, 0 missing" in p.stdout
+    client, parent = parent_run(tmp_path, "tuned")
+    _, all_runs = runs(tmp_path, "tuned")
+    tuning = [r for r in all_runs if r.data.tags.get("stage") == "tune"]
+    compare = [r for r in all_runs if "stage" not in r.data.tags]
+    assert len(tuning) == 2 and len(compare) == 1 and all(r.data.params["seed"] == "100" for r in tuning)
+    for model in ("gru",):
+        mine = {float(r.data.params["optimizer.lr"]): r.data.metrics["val/best_loss"]
+                for r in tuning if r.data.tags["model"] == model}
+        (run,) = [r for r in compare if r.data.tags["model"] == model]
+        assert float(run.data.params["optimizer.lr"]) == min(mine, key=mine.get)
+        assert f"tuned g: model={model}: optimizer.lr=" in p.stdout
+    p = seqbench("seqbench.report", str(study), root=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    md = (tmp_path / "reports" / "tuned" / "report.md").read_text()
+    assert "## Tuning" in md and "| g: model=gru |" in md and "lr tuned per row" in md
