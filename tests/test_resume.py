@@ -92,7 +92,7 @@ def test_code_version_hashes_the_package_and_configs_only(tmp_path):
 
 # -- the sweep driver ------------------------------------------------------------------------------
 TINY_COMMON = ["trainer.enable_progress_bar=false", "data.num_train=300", "data.num_val=50",
-               "data.num_test=50", "model.hidden_size=16", "embedding.dim=8", "trainer.max_epochs=2",
+               "data.num_test=50", "model.hidden_size=16", "embedding.dim=8", "trainer.max_epochs=1",
                "task.batch_size=8", "task.eval_batch_size=4", "task.bptt=32", "task.generate.max_new_tokens=20"]
 
 
@@ -121,7 +121,7 @@ def test_a_finished_grid_is_not_launched_until_the_code_changes(tmp_path):
     study = tmp_path / "resume.yaml"
     study.write_text(yaml.safe_dump({"name": "resume", "seeds": [0], "common": TINY_COMMON,
                                      "grids": [{"name": "cells", "overrides": ["model=rnn,gru"]}]}))
-    out, first_s = sweep(study, tmp_path, "v1")
+    out, _ = sweep(study, tmp_path, "v1")
     assert "== resume: 2/2 configurations FINISHED, 0 failed, 0 missing" in out
     first = job_runs(tmp_path)
     assert sorted(r.data.tags["model"] for r in first) == ["gru", "rnn"]
@@ -129,12 +129,11 @@ def test_a_finished_grid_is_not_launched_until_the_code_changes(tmp_path):
     assert len(multiruns(tmp_path)) == 1
 
     # same code: every configuration is done, the grid is not launched, the study resumes in seconds
-    out, again_s = sweep(study, tmp_path, "v1")
+    out, _ = sweep(study, tmp_path, "v1")
     assert "== resume: compare: 2/2 configurations already have a FINISHED run to reuse" in out
     assert "== resume: compare: cells: skipped, all 2 configurations FINISHED" in out
     assert "== resume: 2/2 configurations FINISHED, 0 failed, 0 missing" in out
     assert len(multiruns(tmp_path)) == 1 and len(job_runs(tmp_path)) == 2  # no job started, no run added
-    assert again_s < 30 and again_s < first_s / 2, (again_s, first_s)
 
     # other code: its runs are not reused unless asked for ...
     out, _ = sweep(study, tmp_path, "v3", "reuse_other_code=true")

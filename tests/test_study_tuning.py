@@ -88,3 +88,18 @@ def test_tuned_sweep_end_to_end_chooses_on_validation_and_reports_it(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     md = (tmp_path / "reports" / "tuned" / "report.md").read_text()
     assert "## Tuning" in md and "| g: model=gru |" in md and "lr tuned per row" in md
+
+
+def test_fanova_importance_names_the_setting_that_matters():
+    """Tuning objectives that depend on the cell only (lr adds noise): fANOVA gives the cell almost
+    all of the variance; with fewer than two varying settings there is nothing to attribute."""
+    from seqbench.report.tuning import importance_section
+
+    level = {"rnn": 1.0, "lstm": 0.5, "gru": 0.4}
+    choice = {f"copy: model={m}": {"candidates": {f"optimizer.lr={lr}": level[m] + 0.001 * i
+                                                  for i, lr in enumerate((0.003, 0.01, 0.03))}}
+              for m in level}
+    (row,) = [line for line in "\n".join(importance_section(choice)).splitlines() if line.startswith("| copy |")]
+    shares = dict(part.rsplit(" ", 1) for part in row.split("|")[3].strip().split(", "))
+    assert float(shares["model"]) > 0.95 > float(shares["optimizer.lr"])
+    assert importance_section({"copy: model=rnn": choice["copy: model=rnn"]}) == []

@@ -14,7 +14,7 @@ from seqbench.report.runs import problems
 from seqbench.report.sections import sections
 from seqbench.report.statistics import ALPHA
 from seqbench.report.tables import build_tables
-from seqbench.report.tuning import tuning_section
+from seqbench.report.tuning import importance_section, tuning_section
 from seqbench.report.verdict import plural
 from seqbench.study import Expected
 from seqbench.tracking import Tracker
@@ -77,7 +77,7 @@ def write_report(study: dict, expected: list[Expected], runs: pd.DataFrame, trac
             extra = section.section(expected, runs, tracker, out_dir)
             md += extra["md"]
             images += extra["images"]
-    md += tuning_section(study, choice or {})
+    md += tuning_section(study, choice or {}) + importance_section(choice or {})
     md += ["## Failed or missing runs", ""]
     if issues:
         md.append(md_table(["run", "status", "run id", "reason"], issues))

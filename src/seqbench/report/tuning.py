@@ -25,3 +25,41 @@ def tuning_section(study: dict, choice: dict[str, dict]) -> list[str]:
             + f", lowest {settings['objective']} wins (bold); the comparison above ran at the chosen setting "
             f"over the study's seeds.", "",
             md_table(["grid point", *candidates, "chosen"], rows), ""]
+
+
+def importance_section(choice: dict[str, dict]) -> list[str]:
+    """How much each tuned setting (and each swept grid axis, e.g. the cell) matters for the
+    validation objective of a grid's tuning runs: fANOVA importances (Hutter et al. 2014, as Greff
+    et al. 2015 report them) from optuna's ``FanovaImportanceEvaluator``, over the runs as trials."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    grids: dict[str, list[tuple[dict, float]]] = {}
+    for point, entry in choice.items():
+        grid, _, axes = point.partition(": ")
+        for candidate, value in entry["candidates"].items():
+            if value == value:  # finished
+                params = dict(o.split("=", 1) for o in f"{axes} {candidate}".split())
+                grids.setdefault(grid, []).append((params, value))
+    rows = []
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for grid, trials in grids.items():
+        keys = sorted({k for params, _ in trials for k in params})
+        values = {k: sorted({params.get(k, "") for params, _ in trials}) for k in keys}
+        varying = [k for k in keys if len(values[k]) > 1]
+        if len(varying) < 2 or len(trials) < 4:
+            continue
+        study = optuna.create_study()
+        for params, value in trials:
+            study.add_trial(optuna.trial.create_trial(
+                params={k: params.get(k, "") for k in varying}, value=value,
+                distributions={k: CategoricalDistribution(values[k]) for k in varying}))
+        importance = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
+        rows.append([grid, len(trials), ", ".join(f"{k} {v:.2f}" for k, v in importance.items())])
+    if not rows:
+        return []
+    return ["### What matters (fANOVA)", "",
+            "Share of the variance of the tuning runs' validation objective explained by each setting "
+            "(fANOVA over the tuning runs; one seed per setting, so read it as a rough guide):", "",
+            md_table(["grid", "tuning runs", "importance"], rows), ""]
