@@ -40,6 +40,12 @@ def test_each_point_is_compared_at_its_own_best_candidate(tmp_path):
     assert got == [("gru", 0.01, 0, "compare"), ("gru", 0.01, 1, "compare"), ("lstm", 0.003, 0, "compare"),
                    ("lstm", 0.003, 1, "compare"), ("rnn", 0.001, 0, "compare"), ("rnn", 0.001, 1, "compare")]
     assert {e.hash for e in compare}.isdisjoint(objective)  # a tuning run never stands in for a result
+    # one multirun per chosen setting: rnn at 0.001, gru at 0.01 (different settings: two); both at
+    # the same setting: one sweep over the cells
+    assert [s.overrides[:2] for s in sweeps(STUDY, chosen={k: v["chosen"] for k, v in choice.items()})][:2] == \
+        [["model=rnn", "optimizer.lr=0.001"], ["model=gru", "optimizer.lr=0.01"]]
+    same = {k: ["optimizer.lr=0.01"] for k in choice}
+    assert sweeps(STUDY, chosen=same)[0].overrides[:2] == ["model=rnn,gru", "optimizer.lr=0.01"]
 
 
 def test_a_point_without_finished_candidates_is_not_chosen(tmp_path):

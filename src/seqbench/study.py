@@ -64,10 +64,13 @@ def tuning(study: dict) -> dict:
 
 
 def point_key(grid: dict, overrides: list[str]) -> str:
-    """Which grid point a run belongs to: the grid's name and its own swept values, e.g.
-    ``copy memory: model=lstm`` (a tuned setting is chosen per such point)."""
-    own = {key_of(o) for o in grid["overrides"]}
-    return f"{grid.get('name', '')}: " + " ".join(o for o in overrides if key_of(o) in own and key_of(o) != "seed")
+    """Which grid point a run belongs to: the grid's name and its values of the grid's swept keys,
+    e.g. ``copy memory: model=lstm`` (a tuned setting is chosen per such point)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    swept = {o.get_key_element() for o in OverridesParser.create().parse_overrides(grid["overrides"])
+             if o.is_sweep_override()}
+    return f"{grid.get('name', '')}: " + " ".join(o for o in overrides if key_of(o) in swept)
 
 
 @dataclass
@@ -95,11 +98,27 @@ def sweeps(study: dict, stage: str = "compare", chosen: dict[str, list[str]] | N
                                         *tune_cfg["overrides"], "stage=tune"], "tune"))
         elif not tune:
             out.append(Sweep(grid, [*grid["overrides"], f"seed={seeds}", *common]))
-        else:
+        else:  # points that share their chosen setting share a multirun (fewer launches, fuller cores)
+            by_setting: dict[tuple, list[list[str]]] = {}
             for point in expand(grid["overrides"]):
                 setting = (chosen or {}).get(point_key(grid, point)) or [f"{k}={v[0]}" for k, v in tune.items()]
-                out.append(Sweep(grid, [*point, *setting, f"seed={seeds}", *common]))
+                by_setting.setdefault(tuple(setting), []).append(point)
+            for setting, points in by_setting.items():
+                for group in merge_points(points):
+                    out.append(Sweep(grid, [*group, *setting, f"seed={seeds}", *common]))
     return out
+
+
+def merge_points(points: list[list[str]]) -> list[list[str]]:
+    """Grid points (same keys, in order) as few sweep override lists as possible: points that
+    differ in one key only become one sweep over that key (``model=rnn,gru``); otherwise each
+    point stays its own."""
+    differing = [i for i in range(len(points[0])) if len({p[i] for p in points}) > 1]
+    if len(differing) != 1:
+        return points if differing else points[:1]
+    i = differing[0]
+    values = ",".join(dict.fromkeys(p[i].split("=", 1)[1] for p in points))
+    return [[*points[0][:i], f"{key_of(points[0][i])}={values}", *points[0][i + 1:]]]
 
 
 def choose(study: dict, tuned: list["Expected"], objective_of: dict[str, float]) -> dict[str, dict]:
