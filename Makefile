@@ -7,7 +7,7 @@ PORT ?= 5000
 STUDY ?= cells
 export SEQBENCH_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help install run test ui bench sweep report tune clean
+.PHONY: help install run test ui bench sweep report reproduce tune clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,6 +39,9 @@ sweep: install  ## run a study: make sweep STUDY=cells (pipelines/<study>.yaml; 
 
 report: install  ## comparison report of a study from MLflow -> reports/<study>/report.{md,html}
 	$(BIN)/python -m seqbench.report $(STUDY) $(ARGS)
+
+reproduce: install  ## published vs measured: make reproduce RECIPE=tinyshakespeare (default: every recipe; SIZE=cpu|full) -> reports/reproduce/
+	$(BIN)/python -m seqbench.reproduce $(RECIPE) --size $(or $(SIZE),cpu) --launcher $(or $(LAUNCHER),local) $(ARGS)
 
 tune: install  ## optuna search of lr and hidden size per cell: make tune MODEL=rnn,gru TRIALS=20 (resumable)
 	$(BIN)/python -m seqbench.tune --trials $(or $(TRIALS),10) model=$(or $(MODEL),rnn,lstm,peephole,cifg,gru) $(ARGS)

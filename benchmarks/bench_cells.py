@@ -12,8 +12,12 @@ Protocol
   in a rotated order, so that load from other processes hits all configurations alike.
   Reported: median and best wall time, tokens/s = B*T / median, and the ratio to the fused
   ``nn.LSTM`` measured in the same run (bidirectional models: to the fused bidirectional LSTM),
-  from the medians and from the best times. ``eager loop`` is the same scratch LSTM run
-  as a Python loop of ``cell_step`` under autograd, for comparison.
+  from the medians and from the best times. ``eager loop`` is the same scratch cell run
+  as a Python loop of ``cell_step`` under autograd, for comparison: for the LSTM, and for the
+  cells with a parallel-scan ``mode`` (minGRU, minLSTM: there it is their sequential mode).
+* The cells are every registered one (``seqbench.cells.available_cells``), with each
+  implementation it has; bidirectional rows for the cells torch fuses. A cell that refuses a
+  size's layout (e.g. more than one layer) is left out of that size.
 * Peak memory on CPU: growth of the peak resident set (VmHWM, reset through
   ``/proc/self/clear_refs``) during one step over the resident set before it, measured in a
   child process whose glibc mmap threshold is pinned at 64 KiB and whose free heap is handed
@@ -42,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (RESULTS, OtherLoad, device_kind, load_average, machine_info,  # noqa: E402
                      markdown_table)
 
-from seqbench.cells import build_stack  # noqa: E402
+from seqbench.cells import available_cells, build_stack, cell_class, count_parameters, fused_cells  # noqa: E402
+from seqbench.errors import ConfigError  # noqa: E402
 
 SIZES = {
     "small": dict(B=64, T=100, I=128, H=256, L=1),
@@ -52,17 +57,35 @@ QUICK_SIZES = {
     "tiny": dict(B=8, T=12, I=16, H=32, L=1),
     "tiny-2layer": dict(B=4, T=8, I=16, H=16, L=2),
 }
-#: (model, cell, bidirectional, impl); the first fused LSTM of each direction is the reference
-CONFIGS = [
-    ("lstm", "lstm", False, "fused"), ("lstm", "lstm", False, "scratch"),
-    ("lstm", "lstm", False, "eager loop"),
-    ("gru", "gru", False, "fused"), ("gru", "gru", False, "scratch"),
-    ("rnn", "rnn", False, "fused"), ("rnn", "rnn", False, "scratch"),
-    ("peephole", "peephole", False, "scratch"), ("cifg", "cifg", False, "scratch"),
-    ("bilstm", "lstm", True, "fused"), ("bilstm", "lstm", True, "scratch"),
-    ("bigru", "gru", True, "fused"), ("bigru", "gru", True, "scratch"),
-    ("birnn", "rnn", True, "fused"), ("birnn", "rnn", True, "scratch"),
-]
+def all_configs() -> list[tuple]:
+    """(model, cell, bidirectional, impl) of every registered cell and implementation; the first
+    fused LSTM of each direction is the reference."""
+    out = [("lstm", "lstm", False, "fused"), ("lstm", "lstm", False, "scratch"),
+           ("lstm", "lstm", False, "eager loop")]
+    for cell in available_cells():
+        if cell == "lstm":
+            continue
+        cls = cell_class(cell)
+        out += [(cell, cell, False, impl) for impl in (["fused"] if cls.fused_module else []) + ["scratch"]]
+        if "mode" in cls.choices:                            # a scan cell: its step-by-step mode too
+            out.append((cell, cell, False, "eager loop"))
+    for cell in sorted(fused_cells(), key=lambda c: c != "lstm"):
+        out += [(f"bi{cell}", cell, True, impl) for impl in ("fused", "scratch")]
+    return out
+
+
+CONFIGS = all_configs()
+
+
+def builds(config, size: dict) -> bool:
+    """Whether the cell takes this size's layout (a meta-device build: no memory, no init)."""
+    _, cell, bidirectional, impl = config
+    try:
+        count_parameters(cell=cell, input_size=size["I"], hidden_size=size["H"], num_layers=size["L"],
+                         bidirectional=bidirectional, impl="scratch" if impl == "eager loop" else impl)
+    except ConfigError:
+        return False
+    return True
 
 
 def reference_of(config) -> tuple:
@@ -223,18 +246,19 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     sections, loads = [], []
     # memory does not depend on the thread count: one thread keeps the child fast under load
-    memory = {name: peak_memory(configs, size, device, 1) for name, size in sizes.items()}
+    runnable = {name: [c for c in configs if builds(c, size)] for name, size in sizes.items()}
+    memory = {name: peak_memory(runnable[name], size, device, 1) for name, size in sizes.items()}
     for threads in thread_counts:
         torch.set_num_threads(threads)
         for name, size in sizes.items():
             print(f"[bench_cells] {threads} thread(s), {size_label(name, size)} ...", file=sys.stderr,
                   flush=True)
-            times, other = time_all(configs, size, device, repeats, warmup)
+            times, other = time_all(runnable[name], size, device, repeats, warmup)
             loads.append(f"{other.cores:.2f}")
             sections.append(
                 f"### {size_label(name, size)}; {threads} thread{'s' if threads > 1 else ''}\n\n"
                 f"Other processes kept {other.cores:.2f} of {os.cpu_count()} cores busy during "
-                f"these steps (on average).\n\n{table(configs, size, times, memory[name])}\n")
+                f"these steps (on average).\n\n{table(runnable[name], size, times, memory[name])}\n")
     wall = time.perf_counter() - started
     load_after = load_average()
 

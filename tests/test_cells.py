@@ -10,9 +10,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from seqbench.cells import (FUSED_CELLS, SCRATCH_CELLS, FusedStack, ScratchStack, available_cells,
-                            build_stack, copy_weights, load_fused_weights, resolve_impl,
-                            select_state)
+from seqbench.cells import (FusedStack, ScratchStack, available_cells, build_stack, cell_class, cell_options,
+                            copy_weights, fused_cells, load_fused_weights, resolve_impl, select_state)
 from seqbench.errors import ConfigError
 
 DT = torch.float64
@@ -63,7 +62,7 @@ def assert_close_all(a, b, atol=1e-10):
 
 # ------------------------------------------------------------------ scratch == fused
 @pytest.mark.parametrize("cell,num_layers,bidirectional,padded", list(itertools.product(
-    ["rnn", "lstm", "gru"], [1, 2], [False, True], [False, True])))
+    fused_cells(), [1, 2], [False, True], [False, True])))
 def test_scratch_matches_fused(cell, num_layers, bidirectional, padded):
     torch.manual_seed(0)
     fused, scratch = pair(cell, num_layers, bidirectional)
@@ -86,7 +85,7 @@ def test_relu_rnn_matches_fused():
         assert_close_all([s[0], *s[1], *s[2]], [f[0], *f[1], *f[2]])
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", fused_cells())
 def test_float32_close_to_fused(cell):
     torch.manual_seed(0)
     fused = build_stack(cell, 16, 32, num_layers=2, impl="fused")
@@ -125,23 +124,31 @@ def test_copy_weights_both_ways_and_mismatch():
 
 
 # ------------------------------------------------------------------ parameter counts
+#: parameters of one layer and direction with an ``n``-wide input, in closed form: G gate blocks
+#: of G*H*(n + H) weights and 2*G*H biases (torch's layout), plus the cell's extras
+PER_DIRECTION = {
+    "rnn": lambda n, H: 1 * H * (n + H) + 2 * 1 * H,
+    "gru": lambda n, H: 3 * H * (n + H) + 2 * 3 * H,
+    "lstm": lambda n, H: 4 * H * (n + H) + 2 * 4 * H,
+    "peephole": lambda n, H: 4 * H * (n + H) + 2 * 4 * H + 3 * H,   # p_i, p_f, p_o
+    "cifg": lambda n, H: 3 * H * (n + H) + 2 * 3 * H,
+    "mingru": lambda n, H: 2 * (n * H + H),                        # W_z, W_h and their biases only
+    "minlstm": lambda n, H: 3 * (n * H + H),                       # W_f, W_i, W_h and biases
+    "indrnn": lambda n, H: n * H + H + H,                          # W_ih, b, the vector u
+}
+
+
 def expected_params(cell, I, H, L, D):
-    """Closed form: per layer and direction G*H*(in + H) weights + 2*G*H biases (+ 3H peepholes)."""
-    gates = {"rnn": 1, "gru": 3, "lstm": 4, "peephole": 4, "cifg": 3}[cell]
-    extra = 3 * H if cell == "peephole" else 0
-    total = 0
-    for layer in range(L):
-        inp = I if layer == 0 else D * H
-        total += D * (gates * H * (inp + H) + 2 * gates * H + extra)
-    return total
+    """Layer 0 reads I inputs, the layers above D*H; D directions each."""
+    return sum(D * PER_DIRECTION[cell](I if layer == 0 else D * H, H) for layer in range(L))
 
 
-@pytest.mark.parametrize("cell", sorted(set(FUSED_CELLS) | set(SCRATCH_CELLS)))
+@pytest.mark.parametrize("cell", sorted(PER_DIRECTION))
 def test_parameter_counts(cell):
     I, H = 7, 5
     for L, bidirectional in itertools.product([1, 2], [False, True]):
         D = 2 if bidirectional else 1
-        impls = ["scratch", "fused"] if cell in FUSED_CELLS else ["scratch"]
+        impls = ["scratch", "fused"] if cell in fused_cells() else ["scratch"]
         for impl in impls:
             stack = build_stack(cell, I, H, num_layers=L, bidirectional=bidirectional, impl=impl)
             n = sum(p.numel() for p in stack.parameters())
@@ -157,8 +164,10 @@ def test_scratch_parameter_layout_is_torchs():
 
 # ------------------------------------------------------------------ selection and errors
 def test_registry_and_resolve_impl():
-    assert set(SCRATCH_CELLS) == {"rnn", "lstm", "gru", "peephole", "cifg"}
-    assert available_cells() == ["cifg", "gru", "lstm", "peephole", "rnn"]
+    assert {"rnn", "lstm", "gru", "peephole", "cifg", "mingru", "minlstm", "indrnn"} <= set(available_cells())
+    assert fused_cells() == ["gru", "lstm", "rnn"]               # what torch ships
+    assert {("lstm", "fused"), ("lstm", "scratch"), ("peephole", "scratch"), ("cifg", "scratch")} <= \
+        set(FORGET_BIAS_CELLS)                                   # the classes that declare uses_forget_bias
     assert resolve_impl("peephole", "auto") == "scratch"
     assert resolve_impl("lstm", "auto") == "fused"
     assert resolve_impl("gru", "scratch") == "scratch"
@@ -166,7 +175,7 @@ def test_registry_and_resolve_impl():
     assert isinstance(build_stack("rnn", 3, 4), FusedStack)
 
 
-@pytest.mark.parametrize("cell", ["peephole", "cifg"])
+@pytest.mark.parametrize("cell", sorted(set(available_cells()) - set(fused_cells())))
 def test_fused_impl_of_scratch_only_cell_is_config_error(cell):
     with pytest.raises(ConfigError, match="valid choices: auto, scratch"):
         resolve_impl(cell, "fused")
@@ -175,7 +184,7 @@ def test_fused_impl_of_scratch_only_cell_is_config_error(cell):
 
 
 def test_unknown_cell_and_impl():
-    with pytest.raises(ConfigError, match="valid choices: cifg, gru, lstm, peephole, rnn"):
+    with pytest.raises(ConfigError, match=f"valid choices: {', '.join(available_cells())}$"):
         build_stack("lstmm", 3, 4)
     with pytest.raises(ConfigError, match="valid choices: auto, fused, scratch"):
         build_stack("lstm", 3, 4, impl="cudnn")
@@ -193,14 +202,41 @@ def test_bad_inputs_raise():
         build_stack("rnn", 3, 4, impl="scratch", nonlinearity="gelu")
 
 
+def test_cell_options_come_from_the_class():
+    """A cell's options are its constructor's keyword arguments; others and bad choices are one line."""
+    assert cell_options("rnn", {}) == {"nonlinearity": "tanh"}
+    assert cell_options("lstm", {"forget_bias": 2.0}) == {"forget_bias": 2.0}
+    assert cell_options("mingru", {}) == {"mode": "scan"}
+    with pytest.raises(ConfigError, match=r"^model.nonlinearity is not an option of cell 'gru'; its options: none$"):
+        build_stack("gru", 3, 4, nonlinearity="relu")
+    with pytest.raises(ConfigError, match=r"^model.forget_bias is not an option of cell 'mingru'; its options: mode$"):
+        build_stack("mingru", 3, 4, forget_bias=1.0)
+    with pytest.raises(ConfigError, match=r"^unknown model.mode 'fast'; valid choices: scan, sequential$"):
+        build_stack("minlstm", 3, 4, mode="fast")
+
+
+def test_every_registered_cell_is_one_yaml_away():
+    """Each registered cell has its ``conf/model/<name>.yaml`` (``cell: <name>``), and the class's
+    declared state kind is the one it returns."""
+    for cell in available_cells():
+        assert OmegaConf.load(CONF / f"{cell}.yaml").cell == cell, cell
+        stack = build_stack(cell, 3, 4)
+        _, state = stack(torch.randn(2, 3, 3))
+        assert isinstance(state, tuple) == cell_class(cell).has_cell_state, cell
+
+
 # ------------------------------------------------------------------ forget-gate bias
-@pytest.mark.parametrize("cell,impl", [("lstm", "fused"), ("lstm", "scratch"),
-                                       ("peephole", "scratch"), ("cifg", "scratch")])
+FORGET_BIAS_CELLS = [(cell, impl) for cell in available_cells() if cell_class(cell).uses_forget_bias
+                     for impl in (["fused", "scratch"] if cell in fused_cells() else ["scratch"])]
+
+
+@pytest.mark.parametrize("cell,impl", FORGET_BIAS_CELLS)
 @pytest.mark.parametrize("value", [None, 2.5])
 def test_forget_bias_init(cell, impl, value):
     stack = build_stack(cell, 3, 4, num_layers=2, bidirectional=True, impl=impl, forget_bias=value)
     H = 4
-    f = slice(0, H) if cell == "cifg" else slice(H, 2 * H)      # gate order (f,g,o) / (i,f,g,o)
+    k = cell_class(cell).gates.index("f")                         # gate order (f,g,o) / (i,f,g,o)
+    f = slice(k * H, (k + 1) * H)
     params = dict(stack.rnn.named_parameters() if impl == "fused" else stack.named_parameters())
     suffixes = [n[len("bias_ih"):] for n in params if n.startswith("bias_ih")]
     assert len(suffixes) == 4
@@ -216,11 +252,11 @@ def test_model_yaml_instantiates(path):
     stack = instantiate(cfg, input_size=6)
     assert stack.cell == cfg.cell
     expected = resolve_impl(cfg.cell, cfg.impl)
-    assert isinstance(stack, FusedStack if expected == "fused" else ScratchStack)
+    assert isinstance(stack, FusedStack if expected == "fused" else cell_class(cfg.cell))
     assert stack.bidirectional == cfg.bidirectional
     out, state = stack(torch.randn(2, 3, 6), lengths=torch.tensor([3, 2]))
     assert out.shape == (2, 3, stack.output_size)
     reordered = select_state(state, torch.tensor([1, 1, 0]))
     for s in state_tensors(reordered):
-        assert s.shape == (stack.num_layers * stack.num_directions, 3, cfg.hidden_size)
+        assert s.shape == (stack.num_layers * stack.num_directions, 3, stack.hidden_size)
     assert {"bilstm", "bigru", "birnn", "peephole", "cifg"} <= {p.stem for p in CONF.glob("*.yaml")}

@@ -151,6 +151,36 @@ def test_bidirectional_classifier_runs_in_process(tmp_path):
     assert math.isfinite(result["test/loss"]) and 0 <= result["test/accuracy"] <= 1
 
 
+def test_bag_of_embeddings_is_the_mean_of_the_embedded_tokens():
+    """model=boe: the head reads mean_t E[x_t] over each text's own tokens (padding excluded)."""
+    cfg = compose_cfg([*TINY_CLASSIFY, "data=counting_ones", "model=boe", "embedding.dim=6"])
+    module = Classifier(vocab_size=9, model=dict(cfg.model), embedding=dict(cfg.embedding), num_classes=3)
+    module.eval()
+    tokens, lengths = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0]]), torch.tensor([4, 2])
+    E = module.embedding.embed.weight
+    means = torch.stack([E[tokens[0]].mean(0), E[tokens[1, :2]].mean(0)])
+    assert torch.allclose(module(tokens, lengths), module.head(means), atol=1e-6)
+    assert sum(p.numel() for p in module.stack.parameters()) == 0  # parameters: embedding + head only
+
+
+@needs_data("sst", "train.txt")
+def test_bag_of_embeddings_with_pretrained_vectors_end_to_end(store, tmp_path):
+    """The BoE row with a vector file (GloVe text format): the run logs how much of the vocabulary
+    the file covered."""
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("the 0.1 0.2 0.3 0.4\nfilm 0.5 0.1 -0.2 0.0\ngood 1 1 1 1\nbad -1 -1 -1 -1\n")
+    cfg = compose_cfg([*TINY_CLASSIFY, "data=sst2", "model=boe", "embedding=pretrained", f"embedding.path={vectors}",
+                       "tokenizer=word", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
+                       "trainer.limit_test_batches=2", "task.max_length=64"], root=store)
+    result = run(cfg)
+    r = runs_in(store)[0].get_run(result["run_id"])
+    assert r.info.status == "FINISHED" and 0 <= result["test/accuracy"] <= 1
+    metrics = r.data.metrics
+    assert metrics["embedding/vocab_types"] > 1000  # SST's training words
+    assert 0 < metrics["embedding/oov_types"] <= metrics["embedding/vocab_types"] - 4  # the, film, good, bad found
+    assert 0 < metrics["embedding/oov_rate"] < 1
+
+
 @pytest.mark.parametrize("overrides,error,message", [
     (["task=classify", "data=timemachine"], ConfigError,
      "data=timemachine is a dataset for task=lm, not task=classify; datasets for task=classify: "),

@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 from conftest import compose_cfg
 from seqbench.errors import ConfigError
 from seqbench.tracking import config_hash
+from seqbench.cells import cell_class
 from seqbench.validate import GROUPS, check_overrides, data_task, datasets_for, group_options, validate
 
 
@@ -30,8 +31,15 @@ def test_every_option_composes(group, option):
     assert cfg[group].get("name", option) is not None
     OmegaConf.to_container(cfg[group], resolve=False)  # structurally valid
     bidirectional = group == "model" and cfg.model.get("bidirectional", False)
+    stateless = group == "model" and not cell_class(cfg.model.cell).carries_state
     if bidirectional:  # impossible with the autoregressive LM task
         with pytest.raises(ConfigError, match="bidirectional"):
+            validate(cfg)
+    elif stateless:  # a bag of embeddings cannot carry the LM's state between windows
+        with pytest.raises(ConfigError, match="carries no state"):
+            validate(cfg)
+    elif (group, option) == ("embedding", "pretrained"):  # the vector file is the user's to give
+        with pytest.raises(ConfigError, match="needs the vector file: embedding.path="):
             validate(cfg)
     else:
         validate(cfg)

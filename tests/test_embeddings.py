@@ -120,3 +120,57 @@ def test_word2vec_frozen_or_fine_tuned(freeze):
 def test_word2vec_bad_values(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         embedding("word2vec", 10, override)
+
+
+# -- pre-trained vectors from a file (embedding=pretrained) --------------------------------------
+
+VECTORS = {"the": [0.1, 0.2, 0.3], "film": [1.0, -1.0, 0.5], "Good": [0.0, 2.0, -2.0], "good": [9.0, 9.0, 9.0]}
+
+
+def write_vectors(path, header: bool = False):
+    lines = [f"{len(VECTORS)} 3"] if header else []
+    lines += [f"{w} " + " ".join(map(str, v)) for w, v in VECTORS.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("header", [False, True], ids=["glove", "word2vec"])
+def test_pretrained_vectors_round_trip_and_oov_is_reported(tmp_path, header):
+    from seqbench.models import PretrainedEmbedding
+
+    path = write_vectors(tmp_path / "vectors.txt", header)
+    texts = ["the film was Good", "the plot was dull"]
+    tok = WordTokenizer().train(texts)
+    emb = embedding("pretrained", tok.vocab_size, f"embedding.path={path}")
+    assert isinstance(emb, PretrainedEmbedding) and emb.dim == 3
+    emb.prepare(tok, texts)
+    weight = emb.embed.weight.detach()
+    row = lambda word: weight[tok.hf.token_to_id(word)]
+    assert torch.allclose(row("the"), torch.tensor(VECTORS["the"]))            # first word: no leading space
+    assert torch.allclose(row(" film"), torch.tensor(VECTORS["film"]))         # " film" looked up as "film"
+    assert torch.allclose(row(" Good"), torch.tensor(VECTORS["Good"]))         # exact case beats lower-case
+    assert torch.equal(weight[tok.pad_id], torch.zeros(3))
+    # OOV: the words the file lacks (" was", " plot", " dull") and whitespace tokens (no vector)
+    words = {t for t in tok.hf.get_vocab() if t.strip() and not t.startswith("<")}
+    oov = {t for t in words if t.strip() not in VECTORS}
+    ids = [i for ids in tok.encode_batch(texts) for i in ids]
+    oov_ids = {tok.hf.token_to_id(t) for t in oov} | {i for t, i in tok.hf.get_vocab().items() if not t.strip()}
+    report = emb.report()
+    assert report["embedding/oov_types"] == len(oov) + sum(1 for t in tok.hf.get_vocab() if t and not t.strip())
+    assert report["embedding/oov_rate"] == pytest.approx(sum(i in oov_ids for i in ids) / len(ids))
+    assert torch.isfinite(row(" plot")).all() and not torch.equal(row(" plot"), torch.zeros(3))
+
+
+def test_pretrained_vectors_bad_input_is_one_line(tmp_path):
+    from seqbench.models import PretrainedEmbedding
+
+    cfg = compose_cfg(["embedding=pretrained"])
+    with pytest.raises(ConfigError, match="embedding=pretrained needs the vector file"):
+        PretrainedEmbedding.check_config(cfg.embedding)
+    cfg = compose_cfg(["embedding=pretrained", f"embedding.path={tmp_path / 'nope.txt'}"])
+    with pytest.raises(ConfigError, match="no such vector file"):
+        PretrainedEmbedding.check_config(cfg.embedding)
+    path = write_vectors(tmp_path / "v.txt")
+    cfg = compose_cfg(["embedding=pretrained", f"embedding.path={path}", "embedding.dim=300"])
+    with pytest.raises(ConfigError, match=r"embedding.dim=300 does not match .* \(3-dimensional\)"):
+        PretrainedEmbedding.check_config(cfg.embedding)

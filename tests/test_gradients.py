@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from seqbench.cells import LSTM_FAMILY, RecurrentStack, available_cells, build_stack, resolve_impl
+from seqbench.cells import RecurrentStack, available_cells, build_stack, cell_class, fused_cells, resolve_impl
 from seqbench.errors import ConfigError
 from seqbench.init import init_recurrent, recurrent_weights, spectral_radius
 from seqbench.metrics.gradients import GradientFlow, gradient_flow, plot_flows
@@ -64,6 +64,8 @@ def _pairs():
     """Every (cell, impl) the registry can build (resolve_impl refuses e.g. a fused peephole)."""
     out = []
     for cell in available_cells():
+        if not cell_class(cell).carries_state:  # no recurrence (boe): no gradient flows through a state
+            continue
         for impl in ("fused", "scratch"):
             try:
                 resolve_impl(cell, impl)
@@ -83,7 +85,7 @@ def test_probe_returns_every_lag_and_c_norms_for_the_lstm_family_only(cell, impl
     before = {n: p.grad for n, p in stack.named_parameters()}
     flow = gradient_flow(stack, x, lambda h: head(h).squeeze(-1) ** 2)
     assert len(flow.h_norm) == T and np.all(np.isfinite(flow.h_norm)) and np.all(flow.h_norm > 0)
-    if cell in LSTM_FAMILY:
+    if cell_class(cell).has_cell_state:                              # the LSTM family
         assert len(flow.c_norm) == T and math.isnan(flow.c_norm[0])   # c_{T-1} is never carried
         assert np.all(np.isfinite(flow.c_norm[1:])) and np.all(flow.c_norm[1:] > 0)
     else:
@@ -123,7 +125,7 @@ def test_scaled_recurrent_weights_explode_and_default_ones_vanish():
 
 
 @pytest.mark.parametrize("impl", ["fused", "scratch"])
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", fused_cells())
 def test_recurrent_init_schemes(cell, impl):
     stack = build_stack(cell, 3, 6, num_layers=2, impl=impl)
     H = 6

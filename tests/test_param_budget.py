@@ -8,17 +8,27 @@ import itertools
 
 import pytest
 
-from seqbench.cells import (PARAM_BUDGET_TOLERANCE, available_cells, build_stack, check_model, hidden_size_for,
-                            resolve_impl)
+from seqbench.cells import (PARAM_BUDGET_TOLERANCE, available_cells, build_stack, check_model, count_parameters,
+                            hidden_size_for, resolve_impl)
 from seqbench.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 INPUT = 32
 
 
+def sizable(cell, impl, layers, bi) -> bool:
+    """The cell builds this layout and its size grows with hidden_size (a parameter-free reference
+    row such as a bag of embeddings has nothing to size, and refuses layers and directions)."""
+    kwargs = dict(cell=cell, input_size=INPUT, num_layers=layers, bidirectional=bi, impl=impl)
+    try:
+        return count_parameters(**kwargs, hidden_size=2) < count_parameters(**kwargs, hidden_size=3)
+    except ConfigError:
+        return False
+
+
 def variants():
-    """Every registered cell with each implementation it has (from the registries), uni- and
-    bidirectional, 1 and 2 layers."""
+    """Every registered cell with each implementation it has (from the registry), uni- and
+    bidirectional, 1 and 2 layers, where the cell has a size to choose."""
     out = []
     for cell in available_cells():
         impls = []
@@ -28,8 +38,13 @@ def variants():
             except ConfigError:
                 pass
         assert impls, cell
-        out += [(cell, impl, layers, bi) for impl, layers, bi in itertools.product(impls, (1, 2), (False, True))]
+        out += [(cell, impl, layers, bi) for impl, layers, bi in itertools.product(impls, (1, 2), (False, True))
+                if sizable(cell, impl, layers, bi)]
     return out
+
+
+def test_the_new_cells_are_sized_too():
+    assert {"mingru", "minlstm", "indrnn", "lstm", "peephole"} <= {v[0] for v in variants()}
 
 
 def n_params(stack) -> int:

@@ -125,6 +125,8 @@ def run(cfg: DictConfig) -> dict:
     with tracker.active(cfg):
         # the run's description in the MLflow UI: what a reader needs to judge its numbers
         tracker.set_tags({"mlflow.note.content": f"{run_name(cfg)}: {protocol(cfg, [cfg.seed])}"})
+        if coverage := module.embedding.report():  # pretrained vectors: their coverage (OOV)
+            tracker.log_metrics(coverage)
         checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val/loss", mode="min",
                                      save_last=True, filename="best", auto_insert_metric_name=False)
         callbacks = [checkpoint, DivergenceMonitor(cfg.get("max_loss", 1e4))]

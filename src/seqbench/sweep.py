@@ -234,17 +234,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
     args = parser.parse_intermixed_args(argv)
-    root = os.environ.get("SEQBENCH_ROOT", os.getcwd())
-    tracking = [o for o in args.overrides if o.startswith(("logger", "paths"))]
-    extra = [o for o in args.overrides if o not in tracking]
-    command_of = lambda stage_sweeps: sweep_commands(study, stage_sweeps, args.launcher, args.jobs, args.overrides)
     try:
         study = load_study(args.study)
+    except SeqbenchError as e:
+        print(f"seqbench.sweep: error: {e}", file=sys.stderr)
+        return 2
+    return run_study(study, args.launcher, args.jobs, args.overrides, args.dry_run)
+
+
+def run_study(study: dict, launcher: str = "local", jobs: int | None = None, overrides: list[str] = (),
+              dry_run: bool = False) -> int:
+    """Run a loaded study (tune stage, then the comparison) under its parent run; the exit code:
+    0 all FINISHED (or a dry run), 1 a configuration left no record, 2 bad input, 128+N a signal."""
+    root = os.environ.get("SEQBENCH_ROOT", os.getcwd())
+    overrides = list(overrides)
+    tracking = [o for o in overrides if o.startswith(("logger", "paths"))]
+    extra = [o for o in overrides if o not in tracking]
+    command_of = lambda stage_sweeps: sweep_commands(study, stage_sweeps, launcher, jobs, overrides)
+    try:
         if study.get("kind") == "decoding":
-            return decode_study(study, args.overrides)
+            return decode_study(study, overrides)
         tune_sweeps, compare_sweeps = sweeps(study, "tune"), sweeps(study)
         tune_commands, commands = command_of(tune_sweeps), command_of(compare_sweeps)
-        if args.dry_run:
+        if dry_run:
             lines = [" ".join(c[1:]) for c in tune_commands]
             if tune_commands:
                 lines.append("# then the comparison, each tuned grid point at its chosen setting (here: the first "
@@ -256,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     except SeqbenchError as e:
         print(f"seqbench.sweep: error: {e}", file=sys.stderr)
         return 2
-    tracker, parent = open_study_run(study, args.overrides)
+    tracker, parent = open_study_run(study, overrides)
     if tuned and tracker is None:
         print("seqbench.sweep: error: a study with `tune` chooses settings from its tuning runs in MLflow; "
               "logger=none cannot tune", file=sys.stderr)
@@ -269,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         if (signum := run_stage(study, "tune", tune_sweeps, [[*c, *nested] for c in tune_commands], tuned, tracker,
                                 parent)):
             return 128 + signum
-        if args.launcher == "slurm":  # submitit returns when the jobs are queued: choose when they are done
+        if launcher == "slurm":  # submitit returns when the jobs are queued: choose when they are done
             print(f"== {study['name']}: tuning jobs submitted; run the same command again when they have "
                   f"finished, to choose each point's setting and run the comparison", flush=True)
             return 0
@@ -282,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     if (signum := run_stage(study, "compare", compare_sweeps, [[*c, *nested] for c in commands], expected, tracker,
                             parent)):
         return 128 + signum
-    if args.launcher == "slurm":  # submitit returns when the jobs are queued or done; nothing to count yet
+    if launcher == "slurm":  # submitit returns when the jobs are queued or done; nothing to count yet
         return 0  # the parent stays RUNNING until a later sweep (or the report) counts the study
     if tracker is None:
         return 0

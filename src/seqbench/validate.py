@@ -31,8 +31,9 @@ def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
 
 
 def check_overrides(overrides: Iterable[str], conf_dir: Path = CONF_DIR) -> None:
-    """``model=foo`` -> ConfigError("unknown model 'foo'; valid choices: bigru, bilstm, birnn, cifg, gru, lstm, peephole, rnn")
-    (the choices are the YAML files of ``conf/<group>/``; tests/test_bad_input.py keeps this line true)."""
+    """``model=foo`` -> ConfigError("unknown model 'foo'; valid choices: <the options>")
+    (the options: the YAML files of ``conf/<group>/``, sorted; named here, not listed, so adding one
+    changes no docstring)."""
     args = [a for a in overrides if not a.startswith("-")]
     try:
         parsed = OverridesParser.create().parse_overrides(args)
@@ -163,4 +164,5 @@ def validate(cfg: DictConfig) -> None:
         raise choice_error("trainer.gradient_clip_algorithm", cfg.trainer.gradient_clip_algorithm, clip)
     instantiate(cfg.decoding)  # strategies validate their own parameters
     instantiate(cfg.tokenizer)  # so do tokenizer specs (vocab_size)
+    get_class(cfg.embedding._target_).check_config(cfg.embedding)  # e.g. pretrained: its vector file
     get_class(cfg.task._target_).check_config(cfg)  # the task's own checks (data, model, optimizer, ...)

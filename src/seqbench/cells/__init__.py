@@ -1,32 +1,34 @@
 """Recurrent cells behind one interface (:class:`RecurrentStack`), selectable as ``model=<name>``.
 
-``build_stack`` is the Hydra ``_target_`` of every ``conf/model/*.yaml``: it picks the fused torch
-module or the from-scratch implementation of the named cell (``impl: auto | fused | scratch``).
+``build_stack`` is the Hydra ``_target_`` of every ``conf/model/*.yaml``: it builds the named cell
+from scratch or, where torch has a fused kernel for it, as torch's module (``impl: auto | fused |
+scratch``).
 
-Adding a cell = one class + one YAML file: in a module of this package, subclass
-``scratch.ScratchStack`` (gate names, ``cell_step``, optionally a fast ``recurrence``), decorate
-it with ``@register_scratch("name")``, and write ``conf/model/<name>.yaml``. Modules here are
-imported (and their cells registered) on ``import seqbench.cells``.
+Adding a cell = one class + one YAML file. In a module of this package, subclass
+``scratch.ScratchStack`` (gate names, ``cell_step``, optionally a fast ``recurrence`` and its own
+``parameter_shapes``; or implement :class:`RecurrentStack` directly), declare its properties as
+class attributes (``has_cell_state``, ``uses_forget_bias``, ``fused_module``, ``choices``; see
+``RecurrentStack``) and its options as constructor keyword arguments with defaults, decorate it
+with ``@register_scratch("name")``, and write ``conf/model/<name>.yaml`` (``cell: name`` plus
+the options). Modules here are imported (and their cells registered) on ``import seqbench.cells``;
+the build code, the validation, the tests and the benchmarks enumerate the registry.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import Any, Mapping
 
-from seqbench.cells.base import RecurrentStack, State, detach_state, select_state
+from seqbench.cells.base import STACK_ARGS, RecurrentStack, State, detach_state, select_state
 from seqbench.cells.fused import FusedStack
 from seqbench.errors import ConfigError, choice_error
 
-#: cells torch ships a fused kernel for
-FUSED_CELLS = ("rnn", "lstm", "gru")
-#: cells whose state is (h, c) and whose forget-gate bias is initialised (``forget_bias``)
-LSTM_FAMILY = ("lstm", "peephole", "cifg")
-#: forget-gate bias init of the LSTM family when the config gives none (Jozefowicz et al. 2015)
-DEFAULT_FORGET_BIAS = 1.0
-#: name -> from-scratch RecurrentStack subclass (filled by the cell modules imported below)
+#: name -> cell class (its from-scratch RecurrentStack; filled by the cell modules imported below)
 SCRATCH_CELLS: dict[str, type[RecurrentStack]] = {}
 IMPLS = ("auto", "fused", "scratch")
+#: keys of a model config that are not options of the cell
+MODEL_KEYS = ("_target_", "name", "cell", "impl", "param_budget", *STACK_ARGS)
 
 
 def register_scratch(name: str):
@@ -39,80 +41,99 @@ def register_scratch(name: str):
 
 
 def available_cells() -> list[str]:
-    return sorted(set(FUSED_CELLS) | set(SCRATCH_CELLS))
+    return sorted(SCRATCH_CELLS)
+
+
+def fused_cells() -> list[str]:
+    """The registered cells that torch has a fused kernel for (their class names a ``fused_module``)."""
+    return sorted(name for name, cls in SCRATCH_CELLS.items() if cls.fused_module is not None)
+
+
+def cell_class(cell: str) -> type[RecurrentStack]:
+    """The registered class of ``cell``; ConfigError naming the registered ones if there is none."""
+    cls = SCRATCH_CELLS.get(cell)
+    if cls is None:
+        raise choice_error("cell", cell, available_cells())
+    return cls
 
 
 def resolve_impl(cell: str, impl: str) -> str:
     """Which implementation ``impl`` means for ``cell``; raises ConfigError if impossible."""
-    if cell not in available_cells():
-        raise choice_error("cell", cell, available_cells())
+    cls = cell_class(cell)
     if impl not in IMPLS:
         raise choice_error("model.impl", impl, IMPLS)
     if impl == "auto":
-        return "fused" if cell in FUSED_CELLS else "scratch"
-    if impl == "fused" and cell not in FUSED_CELLS:
+        return "fused" if cls.fused_module is not None else "scratch"
+    if impl == "fused" and cls.fused_module is None:
         raise ConfigError(f"model.impl='fused' is not available for cell {cell!r} (torch has no fused "
                           f"kernel); valid choices: auto, scratch")
-    if impl == "scratch" and cell not in SCRATCH_CELLS:
-        raise ConfigError(f"model.impl='scratch' is not available for cell {cell!r}; "
-                          f"valid choices: auto, fused")
     return impl
 
 
-def check_model(model, input_size: int | None = None) -> None:
-    """A ``model`` config's values, before anything is built: cell and impl (from the registries),
-    sizes, dropout, ``nonlinearity`` (``rnn`` only; its choices are ``cells.rnn.ACTIVATIONS``) and
-    ``param_budget``: solved with :func:`hidden_size_for` when the stack's ``input_size`` is known
-    (the task knows it: ``RecurrentTask.stack_input_size``), else only checked against the
-    smallest stack there is (hidden size 1 on a 1-wide input)."""
-    from seqbench.cells.rnn import ACTIVATIONS
+def cell_options(cell: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Every option of ``cell`` (``RecurrentStack.options``: its constructor's keyword arguments),
+    ``options`` over the defaults. A key the cell does not take (unless its constructor has a
+    ``**kwargs``), or a value outside its ``choices``, is a one-line ConfigError."""
+    cls = cell_class(cell)
+    accepted = cls.options()
+    unknown = sorted(set(options) - set(accepted))
+    if unknown and not cls.takes_any_option():
+        raise ConfigError(f"model.{unknown[0]} is not an option of cell {cell!r}; its options: "
+                          f"{', '.join(sorted(accepted)) or 'none'}")
+    values = {**accepted, **options}
+    for key, valid in cls.choices.items():
+        if values.get(key) not in valid:
+            raise choice_error(f"model.{key}", values.get(key), valid)
+    return values
 
+
+def check_model(model, input_size: int | None = None) -> None:
+    """A ``model`` config's values, before anything is built: cell and impl (from the registry),
+    sizes, dropout, the cell's options (those its class takes, values within its ``choices``, then
+    its constructor's own checks on a meta-device build) and ``param_budget``: solved with
+    :func:`hidden_size_for` when the stack's ``input_size`` is known (the task knows it:
+    ``RecurrentTask.stack_input_size``), else only checked against the smallest stack there is
+    (hidden size 1 on a 1-wide input)."""
     resolve_impl(model.cell, model.get("impl", "auto"))
     for key in ("hidden_size", "num_layers"):
         if int(model[key]) < 1:
             raise ConfigError(f"model.{key}={model[key]} must be >= 1")
     if not 0.0 <= float(model.get("dropout", 0.0)) < 1.0:
         raise ConfigError(f"model.dropout={model.dropout} must be in [0, 1)")
-    if model.get("nonlinearity", "tanh") not in ACTIVATIONS:
-        raise choice_error("model.nonlinearity", model.nonlinearity, ACTIVATIONS)
+    cell_options(model.cell, {k: v for k, v in model.items() if k not in MODEL_KEYS})
+    kwargs = {k: v for k, v in dict(model).items() if k not in ("_target_", "hidden_size", "param_budget")}
+    if model.get("param_budget") is not None and input_size is not None:
+        hidden_size_for(model.param_budget, **{**kwargs, "input_size": int(input_size)})
+        return
+    smallest = count_parameters(**{**kwargs, "input_size": int(input_size or 1), "hidden_size": 1})
     if model.get("param_budget") is not None:
-        kwargs = {k: v for k, v in dict(model).items() if k not in ("_target_", "hidden_size", "param_budget")}
-        if input_size is not None:
-            hidden_size_for(model.param_budget, **{**kwargs, "input_size": int(input_size)})
-        else:
-            budget = _budget(model.param_budget)
-            smallest = count_parameters(**{**kwargs, "input_size": 1, "hidden_size": 1})
-            if budget * (1 + PARAM_BUDGET_TOLERANCE) < smallest:
-                raise ConfigError(f"model.param_budget={budget} is too small: the smallest {model.cell} stack "
-                                  f"(hidden_size=1) already has {smallest} parameters")
+        budget = _budget(model.param_budget)
+        if budget * (1 + PARAM_BUDGET_TOLERANCE) < smallest:
+            raise ConfigError(f"model.param_budget={budget} is too small: the smallest {model.cell} stack "
+                              f"(hidden_size=1) already has {smallest} parameters")
 
 
 def build_stack(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
                 bidirectional: bool = False, dropout: float = 0.0, impl: str = "auto",
-                nonlinearity: str = "tanh", forget_bias: float | None = None,
-                name: str | None = None, param_budget: int | None = None, **cell_options) -> RecurrentStack:
+                name: str | None = None, param_budget: int | None = None, **options) -> RecurrentStack:
     """Build the recurrent stack a ``conf/model/<name>.yaml`` describes.
 
-    ``forget_bias`` (LSTM family only; default 1.0 on both paths) sets the forget gate's
-    effective bias ``b_ih + b_hh``; ``nonlinearity`` (tanh | relu) is for ``rnn`` only.
-    ``param_budget`` (equal-size mode): ignore ``hidden_size`` and use :func:`hidden_size_for`'s,
-    the one whose stack has ``param_budget`` parameters (± 2 %); the stack's ``hidden_size`` says
-    which it was.
+    ``options`` are the cell's own (:func:`cell_options`), e.g. ``nonlinearity`` (rnn, indrnn),
+    ``forget_bias`` (the LSTM family; null = 1.0 on both paths: the forget gate's effective bias
+    ``b_ih + b_hh``), ``mode`` (mingru, minlstm). ``param_budget`` (equal-size mode): ignore
+    ``hidden_size`` and use :func:`hidden_size_for`'s, the one whose stack has ``param_budget``
+    parameters (± 2 %); the stack's ``hidden_size`` says which it was.
     """
+    which = resolve_impl(cell, impl)
+    options = cell_options(cell, options)
     if param_budget is not None:
         hidden_size = hidden_size_for(param_budget, cell=cell, input_size=input_size, num_layers=num_layers,
-                                      bidirectional=bidirectional, dropout=dropout, impl=impl,
-                                      nonlinearity=nonlinearity, forget_bias=forget_bias, **cell_options)
-    which = resolve_impl(cell, impl)
+                                      bidirectional=bidirectional, dropout=dropout, impl=impl, **options)
     kwargs = dict(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers,
                   bidirectional=bidirectional, dropout=dropout)
-    if cell == "rnn":
-        kwargs["nonlinearity"] = nonlinearity
-    if cell in LSTM_FAMILY:
-        kwargs["forget_bias"] = DEFAULT_FORGET_BIAS if forget_bias is None else forget_bias
     if which == "fused":
-        return FusedStack(cell, **kwargs, **cell_options)
-    return SCRATCH_CELLS[cell](**kwargs, **cell_options)
+        return FusedStack(cell_class(cell), **kwargs, **options)
+    return cell_class(cell)(**kwargs, **options)
 
 
 #: how far from ``model.param_budget`` a stack's parameter count may be (relative)
@@ -184,6 +205,6 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
         importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["RecurrentStack", "State", "FusedStack", "build_stack", "check_model", "register_scratch",
-           "hidden_size_for", "count_parameters", "PARAM_BUDGET_TOLERANCE",
-           "available_cells", "resolve_impl", "detach_state", "select_state", "FUSED_CELLS",
-           "SCRATCH_CELLS", "LSTM_FAMILY", "ScratchStack", "copy_weights", "load_fused_weights"]
+           "hidden_size_for", "count_parameters", "PARAM_BUDGET_TOLERANCE", "available_cells", "fused_cells",
+           "cell_class", "cell_options", "resolve_impl", "detach_state", "select_state", "SCRATCH_CELLS",
+           "ScratchStack", "copy_weights", "load_fused_weights"]

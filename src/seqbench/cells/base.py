@@ -11,7 +11,8 @@ produce zeros and do not change the final state.
 
 from __future__ import annotations
 
-from typing import Optional, Union
+import inspect
+from typing import Any, ClassVar, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -19,13 +20,54 @@ from torch import Tensor, nn
 State = Union[Tensor, tuple[Tensor, Tensor]]
 
 
-class RecurrentStack(nn.Module):
-    """Base class: stacked (optionally bidirectional) recurrent layers of one cell kind."""
+#: constructor arguments every stack takes; a cell's other arguments are its options
+STACK_ARGS = ("input_size", "hidden_size", "num_layers", "bidirectional", "dropout")
 
-    #: registry name of the cell (``model=<name>`` picks it); set by subclasses.
+
+class RecurrentStack(nn.Module):
+    """Base class: stacked (optionally bidirectional) recurrent layers of one cell kind.
+
+    A registered cell class (``seqbench.cells.register_scratch``) declares what the build code,
+    the validation, the tests and the benchmarks need to know about it, as class attributes:
+
+    * ``has_cell_state``: the state is the pair (h, c) (LSTM family) instead of h alone;
+    * ``uses_forget_bias``: it takes ``forget_bias`` and a fused twin must get it too;
+    * ``fused_module``: torch's fused module computing the same cell with the same parameter
+      names (``nn.LSTM`` ...), or None: ``impl=fused`` is then refused;
+    * ``choices``: the valid values of its options that are a choice (``nonlinearity``, ``mode``);
+    * ``carries_state``: it resumes from a state passed in (truncated BPTT, generation); False for
+      a reference row without recurrence (``boe``), which tasks that carry state refuse.
+
+    Its options are the extra keyword arguments of its constructor, with their defaults
+    (:meth:`options`): ``conf/model/<name>.yaml`` sets them by name.
+    """
+
+    #: registry name of the cell (``model=<name>`` picks it); set by the registration.
     cell: str = ""
     #: True for the LSTM family, whose state is the pair (h, c).
     has_cell_state: bool = False
+    #: True when the constructor takes ``forget_bias`` (the forget gate's initial bias).
+    uses_forget_bias: bool = False
+    #: torch's fused module of the same cell (``nn.RNN``/``nn.LSTM``/``nn.GRU``), or None.
+    fused_module: ClassVar[Optional[type[nn.RNNBase]]] = None
+    #: option -> its valid values, for options that are a choice.
+    choices: ClassVar[dict[str, tuple]] = {}
+    #: False for a stack that cannot resume from a carried state (a bag of embeddings).
+    carries_state: ClassVar[bool] = True
+
+    @classmethod
+    def options(cls) -> dict[str, Any]:
+        """The cell's own constructor options and their defaults, e.g. ``{"nonlinearity": "tanh"}``:
+        every keyword argument of ``__init__`` besides the stack's (:data:`STACK_ARGS`)."""
+        params = inspect.signature(cls.__init__).parameters.values()
+        return {p.name: p.default for p in params
+                if p.name != "self" and p.name not in STACK_ARGS
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+    @classmethod
+    def takes_any_option(cls) -> bool:
+        """True when ``__init__`` has a ``**kwargs``: options besides :meth:`options` are passed on."""
+        return any(p.kind == p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.autograd.function import once_differentiable
 
 from seqbench.cells import register_scratch
@@ -109,6 +110,7 @@ class ScratchGRU(ScratchStack):
     """
 
     gates = ("r", "z", "n")
+    fused_module = nn.GRU
 
     def cell_step(self, x_t, h, params):
         w_ih, w_hh, b_ih, b_hh = params

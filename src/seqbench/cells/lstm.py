@@ -13,6 +13,7 @@ weight gradients as single matmuls over all steps.
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.autograd.function import once_differentiable
 
 from seqbench.cells import register_scratch
@@ -201,9 +202,9 @@ class _LSTMBase(ForgetBiasMixin, ScratchStack):
     has_cell_state = True
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bidirectional: bool = False, dropout: float = 0.0, forget_bias: float = 1.0):
+                 bidirectional: bool = False, dropout: float = 0.0, forget_bias: float | None = 1.0):
         super().__init__(input_size, hidden_size, num_layers, bidirectional, dropout)
-        self.set_forget_bias(forget_bias)
+        self.set_forget_bias(ForgetBiasMixin.forget_bias if forget_bias is None else forget_bias)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", forget_bias={self.forget_bias}"
@@ -221,6 +222,7 @@ class ScratchLSTM(_LSTMBase):
     """
 
     gates = ("i", "f", "g", "o")
+    fused_module = nn.LSTM
 
     def cell_step(self, x_t, state, params):
         h, c = state

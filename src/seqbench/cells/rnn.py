@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.autograd.function import once_differentiable
 
 from seqbench.cells import register_scratch
 from seqbench.cells.scratch import (ScratchStack, all_grads, backward_operand, final_state,
                                     hidden_grad_step, input_projection, new_buffer, rows,
                                     start_hidden_grad, steps)
+from seqbench.errors import choice_error
 
 ACTIVATIONS = ("tanh", "relu")
 
@@ -68,11 +70,13 @@ class ScratchRNN(ScratchStack):
     """
 
     gates = ("h",)
+    fused_module = nn.RNN
+    choices = {"nonlinearity": ACTIVATIONS}
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0, nonlinearity: str = "tanh"):
         if nonlinearity not in ACTIVATIONS:
-            raise ValueError(f"unknown nonlinearity {nonlinearity!r}; valid choices: tanh, relu")
+            raise choice_error("model.nonlinearity", nonlinearity, ACTIVATIONS)
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, num_layers, bidirectional, dropout)
 

@@ -1,21 +1,25 @@
 """Shared machinery of the from-scratch cells: parameters, stacking, directions, padding.
 
-A cell family (``rnn.py``, ``lstm.py``, ``gru.py``) subclasses :class:`ScratchStack` and provides
+A cell family (``rnn.py``, ``lstm.py``, ``gru.py``, ``minimal.py``, ``indrnn.py``) subclasses
+:class:`ScratchStack` and provides
 
 * ``gates``: the names of the gate blocks stacked in ``weight_ih``/``weight_hh`` (torch's order);
 * ``cell_step``: one time step written plainly (the readable reference, also used by tests);
 * ``recurrence`` (optional): the fast path, a ``torch.autograd.Function`` with a hand-written
-  BPTT; without it the stack runs ``cell_step`` in a Python loop under autograd.
+  BPTT or a parallel scan; without it the stack runs ``cell_step`` in a Python loop under autograd;
+* ``parameter_shapes`` (optional): a parameter layout other than torch's (below).
 
-Everything else lives here. Parameters follow torch's names and shapes, per layer ``k`` and
-direction (suffix ``""`` or ``"_reverse"``)::
+Everything else lives here. By default parameters follow torch's names and shapes, per layer
+``k`` and direction (suffix ``""`` or ``"_reverse"``)::
 
     weight_ih_l{k}{sfx}  (G*H, in_k)    weight_hh_l{k}{sfx}  (G*H, H)
     bias_ih_l{k}{sfx}    (G*H,)         bias_hh_l{k}{sfx}    (G*H,)
     <extra>_l{k}{sfx}    (H,)           e.g. the peephole weights
 
 with ``in_0 = input_size`` and ``in_k = D*H`` above, so weights copy 1:1 from/to ``nn.RNN``,
-``nn.LSTM`` and ``nn.GRU`` (:func:`copy_weights`, :func:`load_fused_weights`).
+``nn.LSTM`` and ``nn.GRU`` (:func:`copy_weights`, :func:`load_fused_weights`). A cell without
+recurrent matrices (minGRU: only ``weight_ih``, ``bias_ih``) overrides ``parameter_shapes``; the
+recurrent-weight init schemes (``seqbench.init``) then refuse it with a ConfigError.
 
 Inside, sequences are time-major ``(T, B, F)``. A padded batch (``lengths``) is sorted by
 decreasing length, so that at step ``t`` the active sequences are the first ``n_t`` rows
@@ -49,6 +53,10 @@ class ScratchStack(RecurrentStack):
         has_cell_state: bool              # True: state is (h, c)
         cell_step(self, x_t, state, params) -> (state, gates_dict)       # reference step
         recurrence(self, x, params, h0, c0, batch_sizes, last) -> (Y, hT, cT)   # fast path
+        parameter_shapes(self, in_size) -> {name: shape}                 # optional layout
+
+    plus the class attributes of :class:`RecurrentStack` (``fused_module``, ``choices``, ...)
+    and its options as constructor keyword arguments (set them before ``super().__init__``).
     """
 
     gates: tuple[str, ...] = ()
@@ -63,20 +71,26 @@ class ScratchStack(RecurrentStack):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         #: False: run the plain ``cell_step`` loop under autograd (reference, slow)
         self.fast = True
-        G, H = len(self.gates), hidden_size
         for layer in range(num_layers):
-            in_size = input_size if layer == 0 else H * self.num_directions
+            in_size = input_size if layer == 0 else hidden_size * self.num_directions
+            shapes = self.parameter_shapes(in_size)
+            self._param_names = tuple(shapes)
             for direction in range(self.num_directions):
                 sfx = self._suffix(layer, direction)
-                self.register_parameter(f"weight_ih{sfx}", nn.Parameter(torch.empty(G * H, in_size)))
-                self.register_parameter(f"weight_hh{sfx}", nn.Parameter(torch.empty(G * H, H)))
-                self.register_parameter(f"bias_ih{sfx}", nn.Parameter(torch.empty(G * H)))
-                self.register_parameter(f"bias_hh{sfx}", nn.Parameter(torch.empty(G * H)))
-                for extra in self.extra_params:
-                    self.register_parameter(f"{extra}{sfx}", nn.Parameter(torch.empty(H)))
+                for name, shape in shapes.items():
+                    self.register_parameter(f"{name}{sfx}", nn.Parameter(torch.empty(shape)))
         self.reset_parameters()
 
     # ---------------------------------------------------------------- parameters
+    def parameter_shapes(self, in_size: int) -> dict[str, tuple[int, ...]]:
+        """Names (without the ``_l{k}{sfx}`` suffix) and shapes of one layer's parameters for one
+        direction, ``in_size`` wide input, in the order :meth:`layer_params` hands them to the
+        recurrences. Default: torch's layout (module docstring) plus the ``extra_params``."""
+        G, H = len(self.gates), self.hidden_size
+        shapes = {"weight_ih": (G * H, in_size), "weight_hh": (G * H, H),
+                  "bias_ih": (G * H,), "bias_hh": (G * H,)}
+        return {**shapes, **{extra: (H,) for extra in self.extra_params}}
+
     @staticmethod
     def _suffix(layer: int, direction: int) -> str:
         return f"_l{layer}" + ("_reverse" if direction else "")
@@ -88,10 +102,10 @@ class ScratchStack(RecurrentStack):
             nn.init.uniform_(p, -bound, bound)
 
     def layer_params(self, layer: int, direction: int = 0) -> Params:
-        """``(weight_ih, weight_hh, bias_ih, bias_hh, *extras)`` of one layer and direction."""
+        """The parameters of one layer and direction in :meth:`parameter_shapes`' order; by
+        default ``(weight_ih, weight_hh, bias_ih, bias_hh, *extras)``."""
         sfx = self._suffix(layer, direction)
-        names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh", *self.extra_params]
-        return tuple(getattr(self, n + sfx) for n in names)
+        return tuple(getattr(self, n + sfx) for n in self._param_names)
 
     def gate_slice(self, gate: str) -> slice:
         """Rows of ``weight_ih``/``bias_*`` that belong to ``gate``."""
@@ -159,7 +173,7 @@ class ScratchStack(RecurrentStack):
             if s is not None and s.shape != (LD, B, H):
                 raise ValueError(f"expected state of shape {(LD, B, H)}, got {tuple(s.shape)}")
 
-        dtype = self.weight_ih_l0.dtype
+        dtype = next(self.parameters()).dtype
         if x.dtype != dtype:                                     # e.g. half inputs under autocast
             x = x.to(dtype)
             h0_all = h0_all.to(dtype)
@@ -232,6 +246,8 @@ class ForgetBiasMixin:
     bias ``b_ih + b_hh`` of the forget gate equals the value.
     """
 
+    uses_forget_bias = True
+    #: the value when none is given (``forget_bias: null``), on the scratch and the fused path
     forget_bias: float = 1.0
 
     def reset_parameters(self) -> None:

@@ -45,6 +45,8 @@ class RecurrentTask(pl.LightningModule):
     primary_metric: tuple[str, str] = ("test/loss", "min")
     #: why this task needs a unidirectional stack (None: bidirectional models are fine)
     unidirectional_because: str | None = None
+    #: why this task needs a stack that resumes from a carried state (None: it never carries one)
+    carried_state_because: str | None = None
     #: task keys that count things (batch sizes, lengths): each must be >= 1 when set
     positive_keys: tuple[str, ...] = ("batch_size", "eval_batch_size", "bptt", "max_length")
 
@@ -61,11 +63,18 @@ class RecurrentTask(pl.LightningModule):
 
     @classmethod
     def check_model(cls, model) -> None:
-        """The one home of "this task needs a unidirectional model": checked on the config before
-        any run and again when a module is built from a model dict."""
+        """The one home of "this task needs a unidirectional model" (or one that carries a state):
+        checked on the config before any run and again when a module is built from a model dict."""
+        name = model.get("name", model.get("cell"))
         if cls.unidirectional_because and model.get("bidirectional", False):
-            raise ConfigError(f"model={model.get('name', model.get('cell'))} is bidirectional: "
+            raise ConfigError(f"model={name} is bidirectional: "
                               f"{cls.unidirectional_because}; use a unidirectional model, e.g. model=lstm")
+        from seqbench.cells import SCRATCH_CELLS
+
+        stack = SCRATCH_CELLS.get(model.get("cell"))  # an unknown cell is seqbench.cells.check_model's to report
+        if cls.carried_state_because and stack is not None and not stack.carries_state:
+            raise ConfigError(f"model={name} carries no state from one window to the next: "
+                              f"{cls.carried_state_because}; use it with task=classify")
 
     @classmethod
     def stack_input_size(cls, cfg: DictConfig) -> int | None:

@@ -35,6 +35,7 @@ class LanguageModel(GradientProbe, RecurrentTask):
     generates = True
     unidirectional_because = ("task=lm generates left to right, and a backward direction would see the "
                               "tokens it predicts (bidirectional models belong to task=classify)")
+    carried_state_because = "task=lm trains with truncated BPTT, carrying the state between windows"
     primary_metric = ("test/bits_per_char", "min")
 
     def __init__(self, vocab_size: int, model: dict, embedding: dict, head_dropout: float = 0.0,

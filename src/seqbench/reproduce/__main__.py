@@ -1,0 +1,5 @@
+import sys
+
+from seqbench.reproduce.cli import main
+
+sys.exit(main())
