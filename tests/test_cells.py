@@ -257,6 +257,7 @@ def test_model_yaml_instantiates(path):
     out, state = stack(torch.randn(2, 3, 6), lengths=torch.tensor([3, 2]))
     assert out.shape == (2, 3, stack.output_size)
     reordered = select_state(state, torch.tensor([1, 1, 0]))
-    for s in state_tensors(reordered):
-        assert s.shape == (stack.num_layers * stack.num_directions, 3, stack.hidden_size)
+    for s, zeros in zip(state_tensors(reordered), state_tensors(stack.initial_state(3)), strict=True):
+        assert s.shape == zeros.shape == (stack.num_layers * stack.num_directions, 3, zeros.shape[2])
+    assert state_tensors(reordered)[0].shape[2] == stack.hidden_size
     assert {"bilstm", "bigru", "birnn", "peephole", "cifg"} <= {p.stem for p in CONF.glob("*.yaml")}

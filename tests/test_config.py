@@ -57,7 +57,7 @@ def test_each_group_has_its_default_and_choices():
     ("model=transformer", "unknown model 'transformer'; valid choices: "),
     ("data=imagenet", "unknown data 'imagenet'; valid choices: "),
     ("trainer=tpu", "unknown trainer 'tpu'; valid choices: cpu, ddp, ddp_cpu, gpu"),
-    ("optimizer=rmsprop", "unknown optimizer 'rmsprop'; valid choices: adagrad, adam, adamw, sgd"),
+    ("optimizer=rmsprop", "unknown optimizer 'rmsprop'; valid choices: adagrad, adam, adamw, rprop, sgd"),
     ("model=lstm,foo", "unknown model 'foo'"),
 ])
 def test_unknown_group_option_lists_valid_choices(override, message):

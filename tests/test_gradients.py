@@ -84,7 +84,11 @@ def test_probe_returns_every_lag_and_c_norms_for_the_lstm_family_only(cell, impl
     x = torch.randn(B, T, 2, dtype=DT)
     before = {n: p.grad for n, p in stack.named_parameters()}
     flow = gradient_flow(stack, x, lambda h: head(h).squeeze(-1) ** 2)
-    assert len(flow.h_norm) == T and np.all(np.isfinite(flow.h_norm)) and np.all(flow.h_norm > 0)
+    assert len(flow.h_norm) == T and np.all(np.isfinite(flow.h_norm)) and flow.h_norm[0] > 0
+    if cell_class(cell).output_feeds_back:
+        assert np.all(flow.h_norm > 0)
+    else:                                                            # mLSTM: h_t is read out, never fed back
+        assert np.all(flow.h_norm[1:] == 0)
     if cell_class(cell).has_cell_state:                              # the LSTM family
         assert len(flow.c_norm) == T and math.isnan(flow.c_norm[0])   # c_{T-1} is never carried
         assert np.all(np.isfinite(flow.c_norm[1:])) and np.all(flow.c_norm[1:] > 0)
@@ -160,3 +164,13 @@ def test_plot_flows_writes_a_png(tmp_path):
     flow = GradientFlow(np.array([1.0, 0.1, 0.01]), np.array([np.nan, 0.5, 0.4]), 0.3)
     path = plot_flows({"init": flow, "trained": flow}, tmp_path / "g.png", "test")
     assert path.stat().st_size > 1000
+
+
+def test_normal_init_draws_every_weight_from_n0_scale_and_zeroes_biases():
+    """task.recurrent_init=normal (d2l's from-scratch init): weights ~ N(0, 0.01^2), biases 0."""
+    torch.manual_seed(0)
+    stack = build_stack("lstm", 64, 256, impl="scratch")
+    assert init_recurrent(stack, "normal", 0.01) == 2  # weight_ih_l0, weight_hh_l0
+    weights = torch.cat([p.detach().flatten() for n, p in stack.named_parameters() if "weight" in n])
+    assert abs(float(weights.mean())) < 1e-4 and float(weights.std()) == pytest.approx(0.01, rel=0.01)
+    assert all(float(p.abs().max()) == 0 for n, p in stack.named_parameters() if "bias" in n)

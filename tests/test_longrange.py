@@ -141,7 +141,7 @@ def store(tmp_path_factory):
     (["task=adding", "data=sst2"], "data=sst2 is a dataset for task=classify, not task=adding; datasets for "
                                    "task=adding: adding$"),
     (["task=copy", "data=adding"], "data=adding is a dataset for task=adding, not task=copy; datasets for "
-                                   "task=copy: copy$"),
+                                   "task=copy: copy, selective_copy$"),
     (["task=adding", "data=synthetic"], "data=synthetic is a dataset for task=lm, not task=adding"),
     (["task=lm", "data=adding"], "data=adding is a dataset for task=adding, not task=lm"),
     (["task=adding", "data=adding", "model=lstm", "model.bidirectional=true"],
@@ -149,7 +149,7 @@ def store(tmp_path_factory):
     (["task=adding", "data=adding", "embedding=onehot"], "embedding=onehot does not apply to task=adding"),
     (["task=copy", "data=copy", "embedding=word2vec"], "embedding=word2vec does not apply to task=copy"),
     (["task=adding", "data=adding", "task.recurrent_init=xavier"],
-     "unknown task.recurrent_init 'xavier'; valid choices: default, identity, orthogonal, scaled"),
+     "unknown task.recurrent_init 'xavier'; valid choices: default, identity, normal, orthogonal, scaled"),
     (["task=copy", "data=copy", "task.recurrent_scale=-1"], "task.recurrent_scale=-1 must be > 0"),
 ])
 def test_impossible_combinations_fail_before_any_run(store, overrides, message):

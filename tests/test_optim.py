@@ -23,7 +23,7 @@ SMALL = ["data.num_train=50", "data.num_val=10", "data.num_test=10", "model.hidd
          "trainer.enable_progress_bar=false", "logger=none"]
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
-              "adagrad": torch.optim.Adagrad}
+              "adagrad": torch.optim.Adagrad, "rprop": torch.optim.Rprop}
 SCHEDULERS = {"none": None, "step": torch.optim.lr_scheduler.StepLR,
               "cosine": torch.optim.lr_scheduler.CosineAnnealingLR,
               "plateau": torch.optim.lr_scheduler.ReduceLROnPlateau}
@@ -113,7 +113,7 @@ def test_bad_values_fail_validation_with_one_line(overrides, message):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("optimizer=rmsprop", "unknown optimizer 'rmsprop'; valid choices: adagrad, adam, adamw, sgd"),
+    ("optimizer=rmsprop", "unknown optimizer 'rmsprop'; valid choices: adagrad, adam, adamw, rprop, sgd"),
     ("scheduler=foo", "unknown scheduler 'foo'; valid choices: cosine, none, plateau, step"),
 ])
 def test_unknown_option_lists_valid_choices(override, message):

@@ -103,3 +103,84 @@ def test_a_broken_recipe_is_one_line(tmp_path, broken, message):
 def test_unknown_recipe_names_the_choices():
     with pytest.raises(ConfigError, match="valid choices: .*mr"):
         load_recipe("nonexistent")
+
+
+TINY_BUDGET = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
+               "trainer.limit_test_batches=2", "logger=none", "num_threads=1", "task.eval_batch_size=16"]
+
+
+@pytest.mark.parametrize("name", recipes("cpu"))
+def test_every_recipe_trains_its_first_configuration_on_a_tiny_budget(name, tmp_path):
+    """Each shipped recipe's first configuration, as the sweep composes it, trains and tests
+    through seqbench.run on 2 batches (the real code path, a tiny budget)."""
+    from seqbench.run import run
+
+    study = recipe_study(load_recipe(name), "cpu")
+    first = expected_runs(study, str(tmp_path), TINY_BUDGET)[0]
+    if first.cfg.data.name == "imdb":
+        pytest.skip("online only (the hub); its code path is tested on a local stand-in")
+    metrics = run(first.cfg)
+    anchor = {**load_recipe(name)["anchor"], **(first.grid.get("anchor") or {})}
+    assert anchor["metric"] in metrics or anchor["metric"].startswith(("param/", "grad/")), anchor["metric"]
+
+
+def test_reproduce_cli_end_to_end_tracks_runs_and_writes_the_row(tmp_path):
+    """A toy recipe through ``python -m seqbench.reproduce``: runs nested under the recipe's
+    parent run, the report row (published, mean ± sd, Δ, goal), the parent's reproduce/* metrics."""
+    from mlflow.tracking import MlflowClient
+
+    recipe = {"name": "toy", "title": "toy counting", "seeds": [0, 1], "jobs": 1,
+              "anchor": {"citation": "the closed form", "metric": "param/weight_hh_l0", "published": 1.0,
+                         "goal": {"within": 0.05}},
+              "common": ["task=count", "task.readout=state", "data=counting_bits", "model=linear", "model.init_input=1.2",
+                         "model.init_recurrent=1.2", "optimizer=rprop", "trainer.max_epochs=80",
+                         "trainer.gradient_clip_val=null", "trainer.enable_progress_bar=false", "max_loss=1e12"],
+              "grids": [{"name": "10 bits", "overrides": ["data.length=10"]}],
+              "sizes": {"cpu": {"budget": "seconds"}}}
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    env = {**os.environ, "SEQBENCH_ROOT": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "seqbench.reproduce", str(path)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = (tmp_path / "reports" / "reproduce" / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| toy |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "10 bits" and cells[3] == "1" and cells[6] == "1 ± 5%" and cells[7] == "yes"
+    assert cells[4].endswith("(n=2)")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("seqbench/reproduce-toy")
+    runs = client.search_runs([exp.experiment_id])
+    parent = [r for r in runs if r.data.tags.get("task") == "study"][0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    finals = [r.data.metrics["param/weight_hh_l0"] for r in children]
+    assert parent.data.metrics["reproduce/10_bits/mean"] == pytest.approx(np.mean(finals))
+    assert parent.data.metrics["reproduce/10_bits/goal_met"] == 1.0
+    assert any(a.path == "loss_surface.png" for a in client.list_artifacts(children[0].info.run_id))
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "reproduce")} >= \
+        {"reproduce/report.md", "reproduce/report.html"}
+
+
+def test_imdb_recipe_runs_on_a_local_stand_in_and_fails_offline_in_one_line(tmp_path):
+    """IMDb is online only: its recipe trains on a local snapshot-shaped stand-in (csv splits),
+    and without one (offline) the CLI stops with one error line and creates no MLflow store."""
+    from seqbench.run import run
+
+    stand_in = tmp_path / "imdb"
+    stand_in.mkdir()
+    for split, n in (("train", 60), ("test", 20)):
+        rows = ["text,label"] + [f'"{"a great film , loved it" if i % 2 else "a dull film , hated it"} {i}",{i % 2}'
+                                 for i in range(n)]
+        (stand_in / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    study = recipe_study(load_recipe("imdb"), "cpu")
+    for e in expected_runs(study, str(tmp_path), [*TINY_BUDGET, f"data.path={stand_in}"])[::3]:  # boe, lstm
+        metrics = run(e.cfg)
+        assert 0 <= metrics["test/accuracy"] <= 1
+    env = {**os.environ, "SEQBENCH_ROOT": str(tmp_path), "HF_HUB_OFFLINE": "1", "SEQBENCH_DATA_DIR": str(tmp_path / "none")}
+    done = subprocess.run([sys.executable, "-m", "seqbench.reproduce", "imdb"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "data=imdb" in errors[0], done.stderr[-2000:]
+    assert not (tmp_path / "mlflow.db").exists()

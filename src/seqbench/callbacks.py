@@ -21,8 +21,8 @@ class DivergenceMonitor(pl.Callback):
         self.max_loss = max_loss
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is None:  # a step without a loss (task=ngram counts)
             return
         value = float(loss)
         if not math.isfinite(value) or value > self.max_loss:

@@ -8,6 +8,8 @@ one ``(H, H)`` block per gate). Each gate block ``W`` is set independently:
     orthogonal  W = scale * Q,  Q orthogonal (Saxe et al. 2014): every singular value = scale
     identity    W = scale * I   (IRNN, Le et al. 2015; meant for model=rnn model.nonlinearity=relu)
     scaled      W = W0 * scale / rho(W0): the default init rescaled to spectral radius ``scale``
+    normal      every weight of the stack (input and recurrent) ~ N(0, scale^2), every bias 0:
+                d2l's from-scratch init (scale 0.01), not limited to the recurrent blocks
 
 For a linearised recurrence the Jacobian dh_t/dh_{t-1} ~ diag(act') W, so ``scale`` > 1 makes
 gradients grow like scale^lag (exploding) and < 1 makes them shrink (vanishing): the knob the
@@ -21,7 +23,7 @@ from torch import nn
 
 from seqbench.errors import ConfigError, choice_error
 
-SCHEMES = ("default", "orthogonal", "identity", "scaled")
+SCHEMES = ("default", "orthogonal", "identity", "scaled", "normal")
 
 
 def recurrent_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -43,6 +45,15 @@ def init_recurrent(module: nn.Module, scheme: str = "default", scale: float = 1.
     check_scheme(scheme, scale)
     if scheme == "default":
         return 0
+    if scheme == "normal":  # all weights and biases, by name (torch's and the scratch cells' layout)
+        count = 0
+        for name, p in module.named_parameters():
+            if name.split(".")[-1].startswith("weight"):
+                nn.init.normal_(p, 0.0, scale)
+                count += 1
+            elif name.split(".")[-1].startswith("bias"):
+                nn.init.zeros_(p)
+        return count
     weights = recurrent_weights(module)
     if not weights:
         raise ConfigError(f"task.recurrent_init={scheme}: the model has no recurrent matrix named weight_hh*")

@@ -15,8 +15,22 @@ def protocol(cfg: DictConfig, seeds: list, tuned: tuple[str, ...] = ()) -> str:
     if "num_train" in cfg.data:
         parts.append(f"{cfg.data.num_train}/{cfg.data.get('num_val')}/{cfg.data.get('num_test')} "
                      "generated train/val/test sentences")
-    elif "val_fraction" in cfg.data:
+    elif "num_folds" in cfg.data:
+        parts.append(f"test fold {cfg.data.fold} of {cfg.data.num_folds} (seeded shuffle {cfg.data.shuffle_seed}), "
+                     f"validation a seeded {cfg.data.val_fraction:.0%} of the other folds")
+    elif "test_fraction" in cfg.data:
         parts.append(f"contiguous split, last {cfg.data.val_fraction + cfg.data.test_fraction:.0%} held out")
+    elif "val_fraction" in cfg.data:
+        parts.append(f"official test split, validation a seeded {cfg.data.val_fraction:.0%} of train")
+    if cfg.data.get("train_phrases"):
+        parts.append("trained on every labelled phrase of the training trees, validated and tested on sentences")
+    if t.name == "ngram":  # counts: no budget, model, embedding or optimizer
+        parts.append(f"{t.order}-gram counts of the whole training split (one pass), {t.smoothing} smoothing"
+                     + (f" (k {t.k})" if t.smoothing == "add_k" else f" (discount {t.discount or 'n1/(n1+2n2)'})")
+                     + f", tokenizer {cfg.tokenizer.name}; evaluated on task=lm's windows ({t.eval_batch_size} "
+                       "columns, context carried)")
+        parts.append(f"seeds {seeds}; metrics on the held-out test split")
+        return "; ".join(parts) + "."
     early = cfg.get("early_stopping") or {}
     parts.append(f"budget {cfg.trainer.max_epochs} epoch(s)"
                  + (f", ≤{cfg.trainer.limit_train_batches} batches/epoch" if cfg.trainer.get("limit_train_batches") else "")

@@ -102,7 +102,8 @@ def build(cfg: DictConfig):
                          optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
                          scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True), **datamodule.task_kwargs(),
                          _recursive_=False, _convert_="all")
-    module.embedding.prepare(tokenizer, train_texts, cfg.paths.cache_dir)  # word2vec: train/load vectors
+    if (embedding := getattr(module, "embedding", None)) is not None:  # none for task=ngram (counts)
+        embedding.prepare(tokenizer, train_texts, cfg.paths.cache_dir)  # word2vec: train/load vectors
     return corpus, tokenizer, datamodule, module
 
 
@@ -125,7 +126,8 @@ def run(cfg: DictConfig) -> dict:
     with tracker.active(cfg):
         # the run's description in the MLflow UI: what a reader needs to judge its numbers
         tracker.set_tags({"mlflow.note.content": f"{run_name(cfg)}: {protocol(cfg, [cfg.seed])}"})
-        if coverage := module.embedding.report():  # pretrained vectors: their coverage (OOV)
+        embedding = getattr(module, "embedding", None)
+        if embedding is not None and (coverage := embedding.report()):  # pretrained vectors: coverage (OOV)
             tracker.log_metrics(coverage)
         checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val/loss", mode="min",
                                      save_last=True, filename="best", auto_insert_metric_name=False)
@@ -148,7 +150,8 @@ def run(cfg: DictConfig) -> dict:
         if checkpoint.best_model_score is not None:
             metrics["val/best_loss"] = float(checkpoint.best_model_score)
         metrics["num_parameters"] = module.num_parameters()
-        metrics["hidden_size"] = module.stack.hidden_size  # the one used (model.param_budget may choose it)
+        if (stack := getattr(module, "stack", None)) is not None:
+            metrics["hidden_size"] = stack.hidden_size  # the one used (model.param_budget may choose it)
         metrics["wall_time_s"] = time.perf_counter() - started
         if trainer.is_global_zero:
             samples = generate_samples(cfg, module, tokenizer, train_text=datamodule.split_text("train")) \
@@ -163,6 +166,8 @@ def run(cfg: DictConfig) -> dict:
                                  ("num_parameters", "hidden_size", "wall_time_s", "epochs_trained", "converged", "primary")})
             if samples:
                 tracker.log_text(samples["text"], "samples.txt")
+            for path in module.artifacts():  # e.g. task=count: the loss surface with the trajectory
+                tracker.log_artifact(path)
             tokenizer_path = out / "tokenizer.json"
             tokenizer.save(tokenizer_path)
             tracker.log_artifact(tokenizer_path)

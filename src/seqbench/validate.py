@@ -122,9 +122,20 @@ def data_task(data: str, conf_dir: Path = CONF_DIR) -> str:
     return OmegaConf.load(conf_dir / "data" / f"{data}.yaml").get("task", "lm")
 
 
+def reads_data_of(task: str, conf_dir: Path = CONF_DIR) -> str:
+    """The ``task:`` a dataset declares to serve ``task=<task>``: the task class's ``data_task``
+    (``task=ngram`` reads the LM corpora), else the task's own name."""
+    from omegaconf import OmegaConf
+
+    path = conf_dir / "task" / f"{task}.yaml"
+    target = OmegaConf.load(path).get("_target_") if path.is_file() else None
+    return (getattr(get_class(target), "data_task", None) if target else None) or task
+
+
 def datasets_for(task: str, conf_dir: Path = CONF_DIR) -> list[str]:
     """The ``data=`` options serving ``task``."""
-    return [name for name in group_options("data", conf_dir) if data_task(name, conf_dir) == task]
+    wanted = reads_data_of(task, conf_dir)
+    return [name for name in group_options("data", conf_dir) if data_task(name, conf_dir) == wanted]
 
 
 def check_run(cfg: DictConfig) -> None:

@@ -90,7 +90,8 @@ def cell_options(cell: str, options: Mapping[str, Any]) -> dict[str, Any]:
 def check_model(model, input_size: int | None = None) -> None:
     """A ``model`` config's values, before anything is built: cell and impl (from the registry),
     sizes, dropout, the cell's options (those its class takes, values within its ``choices``, then
-    its constructor's own checks on a meta-device build) and ``param_budget``: solved with
+    its constructor's own checks on a meta-device build at the configured hidden size, e.g. mLSTM's
+    heads dividing it) and ``param_budget``: solved with
     :func:`hidden_size_for` when the stack's ``input_size`` is known (the task knows it:
     ``RecurrentTask.stack_input_size``), else only checked against the smallest stack there is
     (hidden size 1 on a 1-wide input)."""
@@ -105,12 +106,14 @@ def check_model(model, input_size: int | None = None) -> None:
     if model.get("param_budget") is not None and input_size is not None:
         hidden_size_for(model.param_budget, **{**kwargs, "input_size": int(input_size)})
         return
+    if model.get("param_budget") is None:  # the constructor's checks at the size it will get (mLSTM: heads)
+        count_parameters(**{**kwargs, "input_size": int(input_size or 1), "hidden_size": int(model.hidden_size)})
+        return
     smallest = count_parameters(**{**kwargs, "input_size": int(input_size or 1), "hidden_size": 1})
-    if model.get("param_budget") is not None:
-        budget = _budget(model.param_budget)
-        if budget * (1 + PARAM_BUDGET_TOLERANCE) < smallest:
-            raise ConfigError(f"model.param_budget={budget} is too small: the smallest {model.cell} stack "
-                              f"(hidden_size=1) already has {smallest} parameters")
+    budget = _budget(model.param_budget)
+    if budget * (1 + PARAM_BUDGET_TOLERANCE) < smallest:
+        raise ConfigError(f"model.param_budget={budget} is too small: the smallest {model.cell} stack "
+                          f"(hidden_size=1) already has {smallest} parameters")
 
 
 def build_stack(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,

@@ -4,7 +4,8 @@ Shapes (batch-first, one layout for the whole code base):
     x       (B, T, I)               input sequence
     output  (B, T, D * H)           top layer's hidden states, D = 2 if bidirectional else 1
     state   (L * D, B, H)           for RNN / GRU
-            ((L * D, B, H), (L * D, B, H)) = (h, c) for the LSTM family
+            ((L * D, B, H), (L * D, B, C)) = (h, c) for the LSTM family, C = ``cell_state_size``:
+                                    H, or wider where a cell packs more memory into c (xLSTM)
 ``lengths`` (B,) marks the true end of each sequence in a padded batch; positions past it
 produce zeros and do not change the final state.
 """
@@ -36,7 +37,14 @@ class RecurrentStack(nn.Module):
       names (``nn.LSTM`` ...), or None: ``impl=fused`` is then refused;
     * ``choices``: the valid values of its options that are a choice (``nonlinearity``, ``mode``);
     * ``carries_state``: it resumes from a state passed in (truncated BPTT, generation); False for
-      a reference row without recurrence (``boe``), which tasks that carry state refuse.
+      a reference row without recurrence (``boe``), which tasks that carry state refuse;
+    * ``output_feeds_back``: h_{t-1} is an input of step t; False for a cell whose carried memory
+      is all in c and whose h_t is only read out of it (mLSTM), so dL/dh_{t-k} = 0 for k >= 1.
+
+    With ``has_cell_state``, ``cell_state_size`` is the width of c (``hidden_size`` unless the
+    cell packs more into it, e.g. sLSTM's ``[c | n | m]``): every state tensor keeps the layout
+    ``(L * D, B, width)``, so code that detaches, re-orders (dim 1) or carries states needs no
+    knowledge of the cell, and whatever reads a hidden state reads ``h`` (the first tensor).
 
     Its options are the extra keyword arguments of its constructor, with their defaults
     (:meth:`options`): ``conf/model/<name>.yaml`` sets them by name.
@@ -54,6 +62,8 @@ class RecurrentStack(nn.Module):
     choices: ClassVar[dict[str, tuple]] = {}
     #: False for a stack that cannot resume from a carried state (a bag of embeddings).
     carries_state: ClassVar[bool] = True
+    #: False when h_{t-1} does not enter step t (the memory is all in c: mLSTM).
+    output_feeds_back: ClassVar[bool] = True
 
     @classmethod
     def options(cls) -> dict[str, Any]:
@@ -83,15 +93,23 @@ class RecurrentStack(nn.Module):
     def output_size(self) -> int:
         return self.hidden_size * self.num_directions
 
+    @property
+    def cell_state_size(self) -> int:
+        """Width (last dim) of the cell-state tensor c: ``hidden_size``, or more for a cell that
+        packs several memories into c (xLSTM)."""
+        return self.hidden_size
+
     def forward(self, x: Tensor, state: Optional[State] = None,
                 lengths: Optional[Tensor] = None) -> tuple[Tensor, State]:
         raise NotImplementedError
 
     def initial_state(self, batch_size: int, device=None, dtype=None) -> State:
         """Zeros of the state's shape."""
-        shape = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
-        h = torch.zeros(shape, device=device, dtype=dtype)
-        return (h, torch.zeros_like(h)) if self.has_cell_state else h
+        LD = self.num_layers * self.num_directions
+        h = torch.zeros(LD, batch_size, self.hidden_size, device=device, dtype=dtype)
+        if not self.has_cell_state:
+            return h
+        return h, torch.zeros(LD, batch_size, self.cell_state_size, device=device, dtype=dtype)
 
 
 def detach_state(state: Optional[State]) -> Optional[State]:

@@ -1,7 +1,7 @@
 """Shared machinery of the from-scratch cells: parameters, stacking, directions, padding.
 
-A cell family (``rnn.py``, ``lstm.py``, ``gru.py``, ``minimal.py``, ``indrnn.py``) subclasses
-:class:`ScratchStack` and provides
+A cell family (``rnn.py``, ``lstm.py``, ``gru.py``, ``minimal.py``, ``indrnn.py``, ``xlstm.py``)
+subclasses :class:`ScratchStack` and provides
 
 * ``gates``: the names of the gate blocks stacked in ``weight_ih``/``weight_hh`` (torch's order);
 * ``cell_step``: one time step written plainly (the readable reference, also used by tests);
@@ -51,6 +51,7 @@ class ScratchStack(RecurrentStack):
         gates: tuple[str, ...]            # gate blocks of weight_ih / weight_hh, e.g. ("i","f","g","o")
         extra_params: tuple[str, ...]     # per-direction (H,) vectors, e.g. peephole weights
         has_cell_state: bool              # True: state is (h, c)
+        cell_state_size: int (property)   # width of c; default H (xLSTM packs [c | n | m] into it)
         cell_step(self, x_t, state, params) -> (state, gates_dict)       # reference step
         recurrence(self, x, params, h0, c0, batch_sizes, last) -> (Y, hT, cT)   # fast path
         parameter_shapes(self, in_size) -> {name: shape}                 # optional layout
@@ -124,7 +125,7 @@ class ScratchStack(RecurrentStack):
         """
         if state is None:
             h = x_t.new_zeros(x_t.shape[0], self.hidden_size)
-            state = (h, torch.zeros_like(h)) if self.has_cell_state else h
+            state = (h, x_t.new_zeros(x_t.shape[0], self.cell_state_size)) if self.has_cell_state else h
         return self.cell_step(x_t, state, self.layer_params(layer, direction))
 
     # ---------------------------------------------------------------- one direction
@@ -169,9 +170,9 @@ class ScratchStack(RecurrentStack):
         if state is None:
             state = self.initial_state(B, device=x.device, dtype=x.dtype)
         h0_all, c0_all = state if self.has_cell_state else (state, None)
-        for s in (h0_all, c0_all):
-            if s is not None and s.shape != (LD, B, H):
-                raise ValueError(f"expected state of shape {(LD, B, H)}, got {tuple(s.shape)}")
+        for s, width in ((h0_all, H), (c0_all, self.cell_state_size)):
+            if s is not None and s.shape != (LD, B, width):
+                raise ValueError(f"expected state of shape {(LD, B, width)}, got {tuple(s.shape)}")
 
         dtype = next(self.parameters()).dtype
         if x.dtype != dtype:                                     # e.g. half inputs under autocast

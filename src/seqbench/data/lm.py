@@ -101,3 +101,17 @@ class LMDataModule(pl.LightningDataModule):
 
     def test_dataloader(self):
         return self._loader("test", self.eval_batch_size)
+
+
+class CountingDataModule(LMDataModule):
+    """The LM's batching for a count-based model (``task=ngram``): validation and test are exactly
+    the LM's windows (same targets, characters and bytes, hence comparable numbers), and training
+    is one batch ``{"ids": (1, N)}``: the whole training stream, counted in one pass."""
+
+    @classmethod
+    def from_config(cls, cfg, corpus: DatasetDict, tokenizer: TrainedTokenizer):
+        return cls(corpus, tokenizer, 1, cfg.task.eval_batch_size, cfg.task.bptt)
+
+    def train_dataloader(self):
+        return DataLoader([{"ids": self.stream("train")["ids"][None]}], batch_size=None, shuffle=False,
+                          num_workers=0)

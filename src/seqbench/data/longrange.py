@@ -70,6 +70,15 @@ class AddingDataModule(ArrayDataModule):
         return torch.from_numpy(x), torch.from_numpy(np.asarray(ds["target"], dtype=np.float32))
 
 
+class CountDataModule(ArrayDataModule):
+    """Counting ones as regression: x = the bits (one channel), y = their count."""
+
+    def arrays(self, split):
+        ds = self.corpus[split].with_format("numpy")[:]
+        x = np.asarray(ds["bits"], dtype=np.float32)[..., None]                  # (N, T, 1)
+        return torch.from_numpy(x), torch.from_numpy(np.asarray(ds["target"], dtype=np.float32))
+
+
 class CopyDataModule(ArrayDataModule):
     """Copy memory: input symbols and per-step target symbols. ``task_kwargs`` tells the task the
     alphabet and the delays (its vocabulary, head and baseline depend on them)."""

@@ -14,6 +14,12 @@ them, then ``copy_length`` more blanks; the target is blanks everywhere except t
 delay + copy_length; the memoryless strategy (blanks, then uniformly random symbols) gives
 cross-entropy copy_length * ln(num_symbols) / (delay + 2 * copy_length), the baseline to beat. Columns: ``inputs``, ``targets`` (ints),
 ``text`` (inputs rendered: symbols as letters a.., blanks as ``_``, the delimiter as ``:``).
+
+Selective copying (Gu & Dao 2023, "Mamba", section 4.1; copy memory with random spacing): the
+``copy_length`` symbols sit at random distinct positions of a ``length``-step stretch of blanks,
+then come the delimiter and ``copy_length`` blanks at which the symbols must be repeated in order of
+appearance. Same columns, alphabet, targets and memoryless baseline as copy memory, with the
+sequence length + 1 + copy_length steps long (delay = length + 1 - copy_length in the formula).
 """
 
 from __future__ import annotations
@@ -87,3 +93,64 @@ class CopyMemory(GeneratedCorpus):
         alphabet = "_" + "abcdefghijklmnopqrstuvwxyz"[:K] + ":"
         return Dataset.from_dict({"inputs": inputs.tolist(), "targets": targets.tolist(),
                                   "text": ["".join(alphabet[i] for i in row) for row in inputs.tolist()]})
+
+
+@dataclass
+class SelectiveCopy(GeneratedCorpus):
+    """Selective copying: like :class:`CopyMemory`, but the symbols are scattered at random distinct
+    positions of a ``length``-step stretch of blanks (the spacing varies from example to example, so
+    what to keep must be chosen by content, not by time), followed by the delimiter and
+    ``copy_length`` recall steps::
+
+        inputs   _ c _ _ a _ _ _ c _ b _ : _ _ _ _        (length 12, copy_length 4, K >= 3)
+        targets  _ _ _ _ _ _ _ _ _ _ _ _ _ c a c b
+    """
+
+    name: str = "selective_copy"
+    task: str = "copy"    # served by CopyTask: same inputs {blank, 1..K, delimiter}, same targets
+    num_symbols: int = 8
+    copy_length: int = 10
+    length: int = 100
+    input_columns = ("inputs",)
+    space_keys = ("num_symbols", "copy_length", "length")
+
+    def check(self) -> None:
+        if self.copy_length < 1 or self.length < self.copy_length or not 1 <= self.num_symbols <= 26:
+            raise ConfigError(f"selective copy needs copy_length >= 1, length >= copy_length and "
+                              f"1 <= num_symbols <= 26 (got {self.copy_length}, {self.length}, {self.num_symbols})")
+
+    def generate(self, split: str, n: int) -> Dataset:
+        rng = split_rng(self.name, self.seed, split)
+        K, L, T = self.num_symbols, self.copy_length, self.length
+        inputs = np.zeros((n, T + 1 + L), dtype=np.int64)
+        targets = np.zeros_like(inputs)
+        for row in range(n):  # one example at a time: a longer draw extends the same stream
+            symbols = rng.integers(1, K + 1, L)
+            inputs[row, np.sort(rng.choice(T, L, replace=False))] = symbols
+            targets[row, -L:] = symbols
+        inputs[:, T] = K + 1                    # delimiter: "now repeat"
+        alphabet = "_" + "abcdefghijklmnopqrstuvwxyz"[:K] + ":"
+        return Dataset.from_dict({"inputs": inputs.tolist(), "targets": targets.tolist(),
+                                  "text": ["".join(alphabet[i] for i in row) for row in inputs.tolist()]})
+
+
+@dataclass
+class CountingBits(GeneratedCorpus):
+    """Counting ones as regression (seed 002's toy, after Roelants' tutorial): ``length`` bits
+    x_t ~ Bernoulli(1/2); the target is their sum, y = sum_t x_t. Predicting the mean (y = T/2)
+    gives MSE T/4, the baseline to beat. Columns: ``bits`` (T ints), ``target`` (float), ``text``
+    (the bits as a 0/1 string: the example's identity, so held-out strings are unseen in train)."""
+
+    name: str = "counting_bits"
+    task: str = "count"
+    length: int = 10
+    space_keys = ("length",)
+
+    def check(self) -> None:
+        if self.length < 1:
+            raise ConfigError(f"data.length={self.length} must be >= 1")
+
+    def generate(self, split: str, n: int) -> Dataset:
+        bits = split_rng(self.name, self.seed, split).integers(0, 2, (n, self.length))
+        return Dataset.from_dict({"bits": bits.tolist(), "target": bits.sum(1).astype(np.float32).tolist(),
+                                  "text": ["".join(map(str, b)) for b in bits.tolist()]})

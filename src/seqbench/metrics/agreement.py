@@ -68,7 +68,7 @@ def agreement_items(texts: list[str]) -> list[AgreementItem] | None:
 def sequence_logprobs(model, tokenizer, texts: list[str], batch_size: int = 64) -> list[float]:
     """log p(text) under the LM, summed over tokens 2..n given the ones before (token 1 is the
     context the stream starts from). ``model(tokens (B, T)) -> (logits (B, T, V), state)``."""
-    device = next(model.parameters()).device
+    device = model.device if hasattr(model, "device") else next(model.parameters()).device
     out = []
     for start in range(0, len(texts), batch_size):
         ids = [tokenizer.encode(t) for t in texts[start:start + batch_size]]

@@ -13,6 +13,10 @@ dL/dh_t for all of them in one backward pass (the same as ``retain_grad`` on eac
 touching the parameters' ``.grad``). For the linear scalar recurrence s_t = w s_{t-1} + u x_t with
 L = s_{T-1}: dL/ds_t = w^(T-1-t), i.e. g_h(lag) = |w|^lag (seed 002's example; see the tests).
 
+For the xLSTM cells c is the packed memory (sLSTM ``[c | n | m]``, mLSTM ``[C | n | m]``) and g_c
+its norm over all of it; mLSTM never feeds h_{t-1} back (``output_feeds_back = False``), so its
+g_h is 0 beyond lag 0 and its memory shows in g_c alone.
+
 A vanishing gradient shows as g_h decaying geometrically with lag (vanilla RNN, contractive
 W_hh), an exploding one as geometric growth (W_hh with spectral radius > 1); the LSTM's additive
 cell path keeps g_c flat while the forget gates stay open.

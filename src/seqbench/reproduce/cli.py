@@ -75,7 +75,8 @@ def table_line(recipe: dict, row: Row) -> list[str]:
                 + ")") if row.values else f"no FINISHED run (of {row.expected})"
     met = {True: "yes", False: "**no**", None: "–"}[row.met]
     minutes = f"{sum(row.wall_times) / len(row.wall_times) / 60:.1f}" if row.wall_times else "–"
-    return [recipe["name"], row.label or recipe["title"], f"{a['metric']}" + (f" ×{a['scale']:g}" if a["scale"] != 1 else ""),
+    metric = f"exp({a['metric']})" if a.get("transform") == "exp" else a["metric"]
+    return [recipe["name"], row.label or recipe["title"], metric + (f" ×{a['scale']:g}" if a["scale"] != 1 else ""),
             published, measured, "–" if math.isnan(row.delta) else f"{row.delta:+.3g}",
             goal_text(a["goal"], a.get("published")), met, minutes]
 

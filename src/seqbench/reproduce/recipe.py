@@ -2,7 +2,8 @@
 
     name, title        the recipe's name (``make reproduce RECIPE=<name>``) and a human title
     anchor             the published figure: citation, metric (an MLflow metric of the runs),
-                       published (null: no published number for this row), unit, scale (the metric
+                       published (null: no published number for this row), unit, transform (exp:
+                       compare exp(metric), e.g. a perplexity from a loss in nats), scale (the metric
                        is multiplied by it before comparing: 100 turns an accuracy into percent),
                        goal: {at_most: v} | {at_least: v} | {within: r} (|mean - published| <= r * published)
                        | null (a row measured for context, e.g. the same recipe with another cell)
@@ -10,11 +11,12 @@
     seeds, jobs        seeds of every row; parallel jobs (1: one after another, each with every core,
                        so a run's wall time is the budget the recipe states)
     common, grids      as in a study (``seqbench.study``); a grid may carry its own ``anchor`` (merged
-                       over the recipe's) and ``replicates``: swept keys that are repetitions (MR's
+                       over the recipe's and the size's) and ``replicates``: swept keys that are repetitions (MR's
                        ``data.fold``), pooled with the seeds into one row
     sizes              cpu (required) and full: ``overrides`` appended to ``common`` (they win over a
                        grid's), optional ``seeds``, ``grids`` (replacing the recipe's), ``anchor``
-                       (merged last: a full run may have a stricter goal) and ``budget`` (text)
+                       (over the recipe's, under a grid's own: a full run may have a stricter goal)
+                       and ``budget`` (text)
 """
 
 from __future__ import annotations
@@ -62,15 +64,18 @@ def load_recipe(name: str) -> dict:
 
 
 def anchor_of(recipe: dict, grid: dict, size: str) -> dict:
-    """The anchor of a grid's rows at a size: the recipe's, then the grid's, then the size's."""
+    """The anchor of a grid's rows at a size: the recipe's, updated by the size's, then by the
+    grid's own (a row's own figure wins over a size-wide goal)."""
     size_anchor = (recipe["sizes"].get(size) or {}).get("anchor") or {}
-    return {"scale": 1, "unit": "", "published": None, **recipe["anchor"], **(grid.get("anchor") or {}), **size_anchor}
+    return {"scale": 1, "unit": "", "published": None, **recipe["anchor"], **size_anchor, **(grid.get("anchor") or {})}
 
 
 def check_anchor(recipe: str, anchor: dict) -> None:
     for key in ("citation", "metric", "goal"):
         if key not in anchor:
             raise ConfigError(f"recipe {recipe}: its anchor has no '{key}'")
+    if anchor.get("transform") not in (None, "exp"):
+        raise ConfigError(f"recipe {recipe}: transform={anchor['transform']} must be exp or absent")
     goal = anchor["goal"]
     if goal is None:  # a row measured for context (no published figure to meet)
         return

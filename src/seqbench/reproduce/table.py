@@ -115,7 +115,8 @@ def rows_for(recipe: dict, size: str, expected: list[Expected], runs: pd.DataFra
         metric = f"metrics.{anchor['metric']}"
         if run is None or metric not in run or pd.isna(run[metric]):
             continue
-        row.values.append(float(run[metric]) * float(anchor["scale"]))
+        value = float(run[metric])
+        row.values.append((math.exp(value) if anchor.get("transform") == "exp" else value) * float(anchor["scale"]))
         if pd.notna(run.get("metrics.wall_time_s", np.nan)):
             row.wall_times.append(float(run["metrics.wall_time_s"]))
         if pd.notna(run.get("metrics.converged", np.nan)):

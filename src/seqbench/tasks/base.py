@@ -1,5 +1,7 @@
-"""What every task module shares: the embedding -> recurrent stack encoder, the optimizer and the
-learning-rate scheduler (Hydra partials from the ``optimizer`` and ``scheduler`` config groups)."""
+"""What every task module shares. :class:`Task`: what ``run`` asks of a task (its datamodule, its
+ranking metric, its config checks). :class:`RecurrentTask`: the embedding -> recurrent stack
+encoder, the optimizer and the learning-rate scheduler (Hydra partials from the ``optimizer`` and
+``scheduler`` config groups) — every task but the count-based ``task=ngram``."""
 
 from __future__ import annotations
 
@@ -30,25 +32,59 @@ def build_partial(option: dict, *args):
     return instantiate({k: v for k, v in option.items() if k not in skip}, _convert_="all")(*args)
 
 
-class RecurrentTask(pl.LightningModule):
-    """Builds ``self.embedding`` and ``self.stack`` from their config dicts (Hydra ``_target_``).
+class Task(pl.LightningModule):
+    """What ``run`` asks of every task module, so ``run`` stays generic.
 
-    A task class also tells ``run`` how to feed and finish it, so ``run`` stays generic:
     ``datamodule_class`` batches its data (it names the tokenizer's training texts, is built from
-    the config and passes extra constructor arguments via ``task_kwargs()``), and ``generates``
-    says whether samples are generated after testing.
+    the config and passes extra constructor arguments via ``task_kwargs()``), ``generates`` says
+    whether samples are generated after testing, ``primary_metric`` what a comparison ranks by,
+    and :meth:`check_config` refuses a config before any run exists. A module may have an
+    ``embedding`` (its ``prepare``/``report`` are called) and a ``stack`` (its ``hidden_size`` is
+    logged); a task without them (``task=ngram``: counts) simply has none.
     """
 
     datamodule_class: type | None = None
     generates: bool = False
     #: the number a comparison ranks runs by, and whether lower ("min") or higher ("max") is better
     primary_metric: tuple[str, str] = ("test/loss", "min")
+    #: the ``task:`` its datasets declare (``conf/data/*.yaml``); None: this task's own name
+    #: (``task=ngram`` reads the LM corpora: ``lm``)
+    data_task: str | None = None
+    #: task keys that count things (batch sizes, lengths): each must be >= 1 when set
+    positive_keys: tuple[str, ...] = ("batch_size", "eval_batch_size", "bptt", "max_length")
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        """This task's checks of a composed config, run by ``seqbench.validate`` before any MLflow
+        run exists; each failure is one line. Subclasses add theirs with ``super().check_config(cfg)``.
+
+        Here: the dataset serves this task, and counts are >= 1."""
+        from seqbench.validate import datasets_for
+
+        serves = cfg.data.get("task", "lm")
+        if serves != (cls.data_task or cfg.task.name):
+            raise ConfigError(f"data={cfg.data.name} is a dataset for task={serves}, not task={cfg.task.name}; "
+                              f"datasets for task={cfg.task.name}: {', '.join(datasets_for(cfg.task.name)) or 'none'}")
+        for key in cls.positive_keys:
+            if cfg.task.get(key) is not None and int(cfg.task[key]) < 1:
+                raise ConfigError(f"task.{key}={cfg.task[key]} must be >= 1")
+
+    def artifacts(self) -> list:
+        """Files the task wrote during training to keep with the run (plots); none by default."""
+        return []
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class RecurrentTask(Task):
+    """Builds ``self.embedding`` and ``self.stack`` from their config dicts (Hydra ``_target_``),
+    and the optimizer and scheduler from theirs."""
+
     #: why this task needs a unidirectional stack (None: bidirectional models are fine)
     unidirectional_because: str | None = None
     #: why this task needs a stack that resumes from a carried state (None: it never carries one)
     carried_state_because: str | None = None
-    #: task keys that count things (batch sizes, lengths): each must be >= 1 when set
-    positive_keys: tuple[str, ...] = ("batch_size", "eval_batch_size", "bptt", "max_length")
 
     def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: dict | None = None,
                  scheduler: dict | None = None, recurrent_init: str = "default", recurrent_scale: float = 1.0,
@@ -84,22 +120,12 @@ class RecurrentTask(pl.LightningModule):
 
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
-        """This task's checks of a composed config, run by ``seqbench.validate`` before any MLflow
-        run exists; each failure is one line. Subclasses add theirs with ``super().check_config(cfg)``.
-
-        Here: the dataset serves this task, counts are >= 1, the model's direction, the recurrent
-        init scheme, and the optimizer and scheduler, built on a dummy parameter so that torch's own
-        checks (lr, betas, momentum, mode, ...) speak."""
+        """:meth:`Task.check_config`, then the model's direction, the recurrent init scheme, and the
+        optimizer and scheduler, built on a dummy parameter so that torch's own checks (lr, betas,
+        momentum, mode, ...) speak."""
         from seqbench.init import check_scheme
-        from seqbench.validate import datasets_for
 
-        serves = cfg.data.get("task", "lm")
-        if serves != cfg.task.name:
-            raise ConfigError(f"data={cfg.data.name} is a dataset for task={serves}, not task={cfg.task.name}; "
-                              f"datasets for task={cfg.task.name}: {', '.join(datasets_for(cfg.task.name)) or 'none'}")
-        for key in cls.positive_keys:
-            if cfg.task.get(key) is not None and int(cfg.task[key]) < 1:
-                raise ConfigError(f"task.{key}={cfg.task[key]} must be >= 1")
+        super().check_config(cfg)
         cls.check_model(cfg.model)
         if cfg.model.get("param_budget") is not None:  # equal-size mode: solvable for this task's input?
             from seqbench.cells import check_model as check_stack
@@ -128,6 +154,3 @@ class RecurrentTask(pl.LightningModule):
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": build_partial(scheduler, optimizer),
                                  **{k: scheduler[k] for k in LIGHTNING_SCHEDULER_KEYS if k in scheduler}}}
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())

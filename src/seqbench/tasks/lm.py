@@ -30,6 +30,24 @@ EVAL_STAGES = ("val", "test")
 SUMS = ("nll", "tokens", "chars", "bytes", "unk")
 
 
+def lm_metrics(totals: dict[str, float]) -> dict[str, float]:
+    """The held-out metrics of the module docstring from the sums over a whole split (``SUMS``);
+    shared with the count-based ``task=ngram`` so the two report the same numbers the same way."""
+    loss = totals["nll"] / totals["tokens"]
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)),
+            "bits_per_char": totals["nll"] / (math.log(2) * max(totals["chars"], 1)),
+            "bits_per_byte": totals["nll"] / (math.log(2) * max(totals["bytes"], 1)),
+            "tokens": totals["tokens"],
+            "unk_rate": totals["unk"] / totals["tokens"]}  # share of targets that are <unk>
+
+
+def eval_sums(nll: Tensor, batch: dict, unk_id: int | None) -> dict:
+    """One window's contribution to ``SUMS``: per-target NLL (B, T) and the batch's targets,
+    characters and bytes."""
+    return {"nll": nll.sum(), "tokens": nll.numel(), "chars": batch["chars"].sum(), "bytes": batch["bytes"].sum(),
+            "unk": 0 if unk_id is None else (batch["y"] == unk_id).sum()}
+
+
 class LanguageModel(GradientProbe, RecurrentTask):
     datamodule_class = LMDataModule
     generates = True
@@ -92,10 +110,7 @@ class LanguageModel(GradientProbe, RecurrentTask):
 
     def _eval_step(self, batch, stage):
         nll = self._window(batch, stage)
-        sums = {"nll": nll.sum(), "tokens": nll.numel(), "chars": batch["chars"].sum(),
-                "bytes": batch["bytes"].sum(),
-                "unk": 0 if self.hparams.get("unk_id") is None else (batch["y"] == self.hparams.unk_id).sum()}
-        for k, v in sums.items():
+        for k, v in eval_sums(nll, batch, self.hparams.get("unk_id")).items():
             self.sums[f"{stage}_{k}"].update(torch.as_tensor(v, dtype=torch.float64))
 
     def _eval_end(self, stage):
@@ -104,13 +119,7 @@ class LanguageModel(GradientProbe, RecurrentTask):
             self.sums[f"{stage}_{k}"].reset()
         if totals["tokens"] == 0:
             return
-        loss = totals["nll"] / totals["tokens"]
-        metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)),
-                   "bits_per_char": totals["nll"] / (math.log(2) * max(totals["chars"], 1)),
-                   "bits_per_byte": totals["nll"] / (math.log(2) * max(totals["bytes"], 1)),
-                   "tokens": totals["tokens"],
-                   "unk_rate": totals["unk"] / totals["tokens"]}  # share of targets that are <unk>
-        for k, v in metrics.items():
+        for k, v in lm_metrics(totals).items():
             self.log(f"{stage}/{k}", v, prog_bar=k == "loss", sync_dist=False)
 
     def on_validation_epoch_start(self):

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from seqbench.data.longrange import AddingDataModule, CopyDataModule, copy_baseline
+from seqbench.data.longrange import AddingDataModule, CopyDataModule, CountDataModule, copy_baseline
 from seqbench.errors import ConfigError
 from seqbench.metrics.gradients import GradientProbe
 from seqbench.models import Embedding
@@ -118,16 +118,18 @@ class AddingTask(LongRangeTask):
                           "stack; keep the default embedding")
     primary_metric = ("test/mse", "min")
     metric_names = ("mse", "baseline_mse")
+    #: real-valued input channels per step: (value, marker)
+    channels = 2
     progress_keys = ("mse",)
 
     @classmethod
     def stack_input_size(cls, cfg) -> int:
-        return 2  # RealInput: (value, marker)
+        return cls.channels  # RealInput: (value, marker)
 
     def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: dict | None = None,
                  scheduler: dict | None = None, recurrent_init: str = "default", recurrent_scale: float = 1.0,
                  probe: bool = True, probe_batch_size: int = 32, **task_options):
-        super().__init__(vocab_size, model, {"_target_": f"{__name__}.RealInput", "channels": 2},
+        super().__init__(vocab_size, model, {"_target_": f"{__name__}.RealInput", "channels": self.channels},
                          optimizer, scheduler, recurrent_init, recurrent_scale)
         self.save_hyperparameters(logger=False)
         self.head = nn.Linear(self.stack.output_size, 1)
@@ -160,7 +162,9 @@ class AddingTask(LongRangeTask):
 
 
 class CopyTask(LongRangeTask):
-    """Copy memory: predict the target symbol (blank or 1..K) at every step.
+    """Copy memory: predict the target symbol (blank or 1..K) at every step. Serves ``data=copy`` and
+    ``data=selective_copy`` (the symbols at random positions; same targets and baseline formula, with
+    ``delay`` = the sequence length - 2 * copy_length).
 
     Metrics: ``{stage}/loss`` (cross-entropy per step, over all steps), ``{stage}/recall_accuracy``
     (argmax accuracy on the ``copy_length`` recall steps only), and on val/test the memoryless
@@ -216,3 +220,88 @@ class CopyTask(LongRangeTask):
             return {"recall_accuracy": values["recall_accuracy"]}
         return {**values, "baseline_loss": self.baseline, "loss_ratio": values["loss"] / self.baseline,
                 "baseline_recall_accuracy": 1.0 / self.hparams.num_symbols}
+
+
+class CountTask(AddingTask):
+    """Counting ones as regression (seed 002's toy): read the bits x_t in {0, 1} one per step and
+    predict their count y = sum_t x_t, MSE. ``readout: state`` predicts with the final state
+    itself, y^ = s_T (one unit: with ``model=linear`` the model is exactly s_t = w_x x_t + w_rec s_{t-1},
+    two parameters, optimum w_x = w_rec = 1); ``readout: linear`` puts the usual head on top.
+
+    Besides val/test ``mse``, ``baseline_mse`` (the mean predictor y = T/2: T/4) and ``mse_ratio``,
+    it logs the training dynamics the seed plots: every scalar parameter per step (``param/<name>``,
+    the trajectory), the gradient norm per step before clipping (``grad/norm``) and at the initial
+    point (``grad/initial_norm``), and for the two-parameter model the loss surface over
+    (w_x, w_rec) with the trajectory drawn on it (artifact ``loss_surface.png``)."""
+
+    datamodule_class = CountDataModule
+    READOUTS = ("state", "linear")
+    channels = 1  # the bit
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        super().check_config(cfg)
+        readout = cfg.task.get("readout", "linear")
+        if readout not in cls.READOUTS:
+            from seqbench.errors import choice_error
+            raise choice_error("task.readout", readout, cls.READOUTS)
+        if readout == "state" and (cfg.model.get("param_budget") is None and int(cfg.model.hidden_size) != 1):
+            raise ConfigError(f"task.readout=state predicts with the final state itself: it needs "
+                              f"model.hidden_size=1 (got {cfg.model.hidden_size}); or use task.readout=linear")
+
+    def __init__(self, vocab_size: int, model: dict, embedding: dict, optimizer: dict | None = None,
+                 scheduler: dict | None = None, recurrent_init: str = "default", recurrent_scale: float = 1.0,
+                 probe: bool = True, probe_batch_size: int = 32, readout: str = "linear", **task_options):
+        super().__init__(vocab_size, model, embedding, optimizer, scheduler, recurrent_init, recurrent_scale,
+                         probe, probe_batch_size)
+        self.save_hyperparameters(logger=False)
+        if readout == "state":  # y^ = s_T: no head parameters
+            self.head = nn.Identity()
+        self.trajectory: list[dict[str, float]] = []   # scalar parameters before each step
+        self.grad_norms: list[float] = []
+        self.artifact_paths: list = []
+
+    def _step(self, batch, stage: str) -> Tensor:
+        y = batch["y"]
+        se = (self(batch["x"]) - y) ** 2
+        self.sums[f"{stage}_mse"].update(se.detach())
+        self.sums[f"{stage}_baseline_mse"].update((y - batch["x"].shape[1] / 2) ** 2)  # predict T/2
+        if stage == "train":
+            self.log("train/loss", se.mean(), on_step=True, on_epoch=True, prog_bar=True, batch_size=y.numel())
+        return se.mean()
+
+    def scalars(self) -> dict[str, float]:
+        return {n: float(p.detach()) for n, p in self.stack.named_parameters() if p.numel() == 1}
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self.trajectory.append(self.scalars())
+
+    def on_after_backward(self):
+        norm = float(sum(p.grad.double().pow(2).sum() for p in self.parameters() if p.grad is not None) ** 0.5)
+        if not self.grad_norms:
+            self.log("grad/initial_norm", norm, on_step=True, on_epoch=False)
+        self.grad_norms.append(norm)
+        self.log("grad/norm", norm, on_step=True, on_epoch=False)
+        for name, value in self.trajectory[-1].items():
+            self.log(f"param/{name}", value, on_step=True, on_epoch=False)
+
+    def on_fit_end(self):
+        self.trajectory.append(self.scalars())
+        if self.grad_norms and self.logger is not None:  # the end point is the latest param/* value
+            self.logger.log_metrics({"grad/initial_norm": self.grad_norms[0], "grad/max_norm": max(self.grad_norms),
+                                     **{f"param/{k}": v for k, v in self.trajectory[-1].items()}},
+                                    step=self.global_step)
+        params = list(self.trajectory[-1])
+        if len(params) == 2 and sum(p.numel() for p in self.parameters()) == 2 and self.trainer.is_global_zero:
+            from pathlib import Path
+
+            from seqbench.metrics.counting import plot_loss_surface
+
+            x, y = self.trainer.datamodule.data["train"]
+            path = Path(self.trainer.default_root_dir) / "loss_surface.png"
+            plot_loss_surface(x[..., 0].double(), y.double(), [(t[params[0]], t[params[1]]) for t in self.trajectory],
+                              path, title=f"counting {x.shape[1]} bits")
+            self.artifact_paths.append(path)
+
+    def artifacts(self) -> list:
+        return list(self.artifact_paths)

@@ -56,6 +56,8 @@ BENCHMARKS = [
               _metric("test/baseline_mse"), "sequence length T"),
     Benchmark("copy memory", "copy", "copy", "data.delay", "test/recall_accuracy", False,
               _metric("test/baseline_recall_accuracy"), "delay (blanks between the symbols and the recall)"),
+    Benchmark("selective copying", "copy", "selective_copy", "data.length", "test/recall_accuracy", False,
+              _metric("test/baseline_recall_accuracy"), "length of the stretch the symbols are scattered over"),
     Benchmark("counting ones", "classify", "counting_ones", "data.length", "test/accuracy", False,
               lambda cfg, m: 1.0 / (cfg.data.length + 1), "string length"),   # classes 0..length, uniform
     Benchmark("subject-verb agreement", "lm", "synthetic", None, "test/agreement_acc_d", False,
