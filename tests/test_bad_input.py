@@ -18,7 +18,7 @@ from seqbench.validate import check_keys, check_overrides, group_options
     (["trainer.max_epochs=0"], "trainer.max_epochs=0 must be an integer >= 1"),
     (["foo=bar"], "unknown key 'foo'; closest valid keys: "),
     (["model.nonexistent_key=1"], "unknown key 'model.nonexistent_key'; closest valid keys: model."),
-    (["model=transformer"], f"unknown model 'transformer'; valid choices: {', '.join(group_options('model'))}"),
+    (["model=quantum"], f"unknown model 'quantum'; valid choices: {', '.join(group_options('model'))}"),
 ])
 def test_bad_input_is_one_line_and_no_run(tmp_path, args, message):
     p = cli(*args, root=tmp_path, timeout=120)

@@ -54,7 +54,7 @@ def test_each_group_has_its_default_and_choices():
 
 
 @pytest.mark.parametrize("override,message", [
-    ("model=transformer", "unknown model 'transformer'; valid choices: "),
+    ("model=quantum", "unknown model 'quantum'; valid choices: "),
     ("data=imagenet", "unknown data 'imagenet'; valid choices: "),
     ("trainer=tpu", "unknown trainer 'tpu'; valid choices: cpu, ddp, ddp_cpu, gpu"),
     ("optimizer=rmsprop", "unknown optimizer 'rmsprop'; valid choices: adagrad, adam, adamw, rprop, sgd"),

@@ -54,7 +54,12 @@ def test_each_optimizer_builds_its_torch_class_with_the_configured_lr(root, name
     opt = module.configure_optimizers()
     assert type(opt) is OPTIMIZERS[name]
     assert opt.param_groups[0]["lr"] == 0.05
-    assert opt.param_groups[0]["weight_decay"] == cfg.optimizer.weight_decay
+    from omegaconf import OmegaConf
+
+    for key, value in OmegaConf.to_container(cfg.optimizer).items():  # every argument the option sets reaches torch
+        if key not in ("_target_", "_partial_", "name"):
+            got = opt.param_groups[0][key]
+            assert (list(got) if isinstance(got, tuple) else got) == value, key
     assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == module.num_parameters()
 
 

@@ -150,10 +150,10 @@ def test_timemachine_from_data_dir(make_cfg, tmp_path):
 
 
 def test_cli_unknown_model_is_one_line_and_no_run(tmp_path):
-    p = cli("model=transformer", root=tmp_path)
+    p = cli("model=quantum", root=tmp_path)
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
-    assert lines == ["seqbench: error: unknown model 'transformer'; valid choices: "
+    assert lines == ["seqbench: error: unknown model 'quantum'; valid choices: "
                      + ", ".join(sorted(lines[0].split("valid choices: ")[1].split(", ")))]
     assert "gru" in lines[0] and "lstm" in lines[0] and "rnn" in lines[0]
     assert not (tmp_path / "mlflow.db").exists()

@@ -189,7 +189,7 @@ def test_submitit_local_sweep_runs_and_tracks_every_job(tmp_path):
     (["data=timemachine", "data.path=/nowhere/tm.txt"], "corpus file not found: /nowhere/tm.txt"),
     (["model.hidden_size=0"], "model.hidden_size=0 must be >= 1"),
     (["model.hiden_size=8"], "grid 'bad': unknown key 'model.hiden_size'; closest valid keys: model.hidden_size"),
-    (["model=rnn,lsmt"], "unknown model 'lsmt'; valid choices: bigru, bilstm, birnn, cifg, gru, lstm"),
+    (["model=rnn,lsmt"], "unknown model 'lsmt'; valid choices: bigru, bilstm, birnn, boe, cifg, gru, "),
     # every job composes, but Hydra's base config (swept groups at their defaults: char) does not
     (["tokenizer=bpe,word", "tokenizer.vocab_size=100"],
      "grid 'bad': Could not override 'tokenizer.vocab_size'. in the base config Hydra composes"),

@@ -53,8 +53,8 @@ def test_failing_trials_are_recorded_and_search_goes_on(tmp_path, monkeypatch):
 
 def test_unknown_model_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SEQBENCH_ROOT", str(tmp_path))
-    assert main(["model=transformer"]) == 2
-    assert capsys.readouterr().err.startswith("seqbench.tune: error: unknown model 'transformer'; valid choices:")
+    assert main(["model=quantum"]) == 2
+    assert capsys.readouterr().err.startswith("seqbench.tune: error: unknown model 'quantum'; valid choices:")
 
 
 def test_each_cell_gets_its_own_study_and_a_best_row(tmp_path, monkeypatch, capsys):
