@@ -181,7 +181,30 @@ def test_bag_of_embeddings_with_pretrained_vectors_end_to_end(store, tmp_path):
     assert 0 < metrics["embedding/oov_rate"] < 1
 
 
+def test_selection_on_accuracy_picks_the_epoch_of_best_validation_accuracy(store):
+    """selection=accuracy (Kim 2014, Tai 2015: the epoch chosen by dev accuracy): the checkpoint
+    tested and early stopping follow val/accuracy (higher is better), and the run logs
+    val/best_accuracy = the maximum of its val/accuracy history."""
+    cfg = compose_cfg([*TINY_CLASSIFY, "data=counting_ones", "data.num_train=128", "data.num_val=64",
+                       "data.num_test=32", "embedding=onehot", "trainer.max_epochs=4", "selection=accuracy",
+                       "early_stopping.patience=2"], root=store)
+    result = run(cfg)
+    client = runs_in(store)[0]
+    history = [m.value for m in client.get_metric_history(result["run_id"], "val/accuracy")]
+    r = client.get_run(result["run_id"])
+    assert r.data.metrics["val/best_accuracy"] == pytest.approx(max(history))
+    assert "val/best_loss" not in r.data.metrics
+    note = r.data.tags["mlflow.note.content"]
+    assert "early stopping on val/accuracy (patience 2" in note and "checkpoint of best val/accuracy" in note
+    best = client.download_artifacts(r.info.run_id, "checkpoints/best.ckpt", str(store / "dl"))
+    assert torch.load(best, weights_only=False)["epoch"] == history.index(max(history))  # ties: the earlier
+
+
 @pytest.mark.parametrize("overrides,error,message", [
+    (["task=lm", "selection=accuracy"], ConfigError,
+     r"unknown selection \(a validation metric of task=lm\) 'accuracy'; valid choices: loss"),
+    (["task=classify", "data=counting_ones", "selection=bleu"], ConfigError,
+     r"unknown selection \(a validation metric of task=classify\) 'bleu'; valid choices: accuracy, f1_macro, loss"),
     (["task=classify", "data=timemachine"], ConfigError,
      "data=timemachine is a dataset for task=lm, not task=classify; datasets for task=classify: "),
     (["task=lm", "data=sst2"], ConfigError, "data=sst2 is a dataset for task=classify, not task=lm; "

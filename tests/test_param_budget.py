@@ -134,3 +134,10 @@ def test_each_task_solves_the_budget_for_its_own_input(make_cfg, overrides, inpu
     assert abs(n_params(stack) - 40_000) <= 800
     model.pop("param_budget")
     assert stack.hidden_size == hidden_size_for(40_000, **model, input_size=input_size) != cfg.model.hidden_size
+
+
+def test_a_budget_for_a_stack_without_parameters_says_it_does_not_apply():
+    """model=boe has no parameters of its own at any size: no hidden size can meet a budget."""
+    with pytest.raises(ConfigError, match=r"^model.param_budget=33000 does not apply to cell 'boe': its stack "
+                                          r"has 0 parameters at every hidden size \(leave model.param_budget null\)$"):
+        hidden_size_for(33000, cell="boe", input_size=INPUT)

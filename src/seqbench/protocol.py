@@ -34,7 +34,7 @@ def protocol(cfg: DictConfig, seeds: list, tuned: tuple[str, ...] = ()) -> str:
     early = cfg.get("early_stopping") or {}
     parts.append(f"budget {cfg.trainer.max_epochs} epoch(s)"
                  + (f", ≤{cfg.trainer.limit_train_batches} batches/epoch" if cfg.trainer.get("limit_train_batches") else "")
-                 + (f", early stopping on val/loss (patience {early.patience}, min_delta {early.min_delta})"
+                 + (f", early stopping on val/{cfg.get('selection', 'loss')} (patience {early.patience}, min_delta {early.min_delta})"
                     if early.get("patience") is not None else ", no early stopping"))
     parts.append(f"batch {t.get('batch_size')}" + (f", bptt {t.bptt}" if "bptt" in t else ""))
     if t.name in ("lm", "classify"):
@@ -52,5 +52,5 @@ def protocol(cfg: DictConfig, seeds: list, tuned: tuple[str, ...] = ()) -> str:
                      f"decoding {cfg.decoding.name}, prompt {t.generate.prompt!r}")
     if tuned:
         parts.append(f"{', '.join(tuned)} chosen per row on validation at the tuning seed (see Tuning)")
-    parts.append(f"seeds {seeds}; metrics on the held-out test split with the best-validation checkpoint")
+    parts.append(f"seeds {seeds}; metrics on the held-out test split with the checkpoint of best val/{cfg.get('selection', 'loss')}")
     return "; ".join(parts) + "."

@@ -77,13 +77,21 @@ def make_tracker(cfg: DictConfig):
     return tracker_for(cfg)
 
 
+def selection(cfg: DictConfig) -> tuple[str, str]:
+    """The validation metric that chooses the checkpoint and stops training (``selection=<name>``:
+    ``val/<name>``, default ``val/loss``) and its direction, as the task declares it."""
+    name = cfg.get("selection", "loss")
+    return f"val/{name}", get_class(cfg.task._target_).selection_metrics[name]
+
+
 def early_stopping(cfg: DictConfig) -> EarlyStopping | None:
-    """Lightning's EarlyStopping on val/loss when ``early_stopping.patience`` is set: training ends
-    once validation has not improved by ``min_delta`` for ``patience`` epochs (else: the budget)."""
+    """Lightning's EarlyStopping on the selection metric when ``early_stopping.patience`` is set:
+    training ends once it has not improved by ``min_delta`` for ``patience`` epochs (else: the budget)."""
     early = cfg.get("early_stopping") or {}
     if early.get("patience") is None:
         return None
-    return EarlyStopping(monitor="val/loss", mode="min", patience=int(early.patience),
+    monitor, mode = selection(cfg)
+    return EarlyStopping(monitor=monitor, mode=mode, patience=int(early.patience),
                          min_delta=float(early.get("min_delta", 0.0)))
 
 
@@ -129,7 +137,8 @@ def run(cfg: DictConfig) -> dict:
         embedding = getattr(module, "embedding", None)
         if embedding is not None and (coverage := embedding.report()):  # pretrained vectors: coverage (OOV)
             tracker.log_metrics(coverage)
-        checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val/loss", mode="min",
+        monitor, mode = selection(cfg)
+        checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor=monitor, mode=mode,
                                      save_last=True, filename="best", auto_insert_metric_name=False)
         callbacks = [checkpoint, DivergenceMonitor(cfg.get("max_loss", 1e4))]
         stopper = early_stopping(cfg)
@@ -148,7 +157,7 @@ def run(cfg: DictConfig) -> dict:
         trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
         metrics.update(scalars(trainer.callback_metrics))
         if checkpoint.best_model_score is not None:
-            metrics["val/best_loss"] = float(checkpoint.best_model_score)
+            metrics[monitor.replace("val/", "val/best_", 1)] = float(checkpoint.best_model_score)
         metrics["num_parameters"] = module.num_parameters()
         if (stack := getattr(module, "stack", None)) is not None:
             metrics["hidden_size"] = stack.hidden_size  # the one used (model.param_budget may choose it)

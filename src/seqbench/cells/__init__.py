@@ -179,6 +179,9 @@ def hidden_size_for(param_budget: int, **stack_kwargs) -> int:
             counts[h] = count_parameters(**stack_kwargs, hidden_size=h)
         return counts[h]
 
+    if count(1) == count(2):  # e.g. model=boe: no parameters of its own, whatever the size
+        raise ConfigError(f"model.param_budget={budget} does not apply to cell {stack_kwargs.get('cell')!r}: its "
+                          f"stack has {count(1)} parameters at every hidden size (leave model.param_budget null)")
     lo, hi = 1, 1
     while count(hi) < budget:
         if hi >= 1 << 24:

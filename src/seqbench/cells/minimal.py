@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seqbench.cells import register_scratch
-from seqbench.cells.scratch import ScratchStack, final_state, input_projection
+from seqbench.cells.scratch import ScratchStack, final_state, input_projection, padding_mask
 from seqbench.errors import choice_error
 
 MODES = ("scan", "sequential")
@@ -87,14 +87,12 @@ class MinimalRNN(ScratchStack):
 
     def recurrence(self, x: Tensor, params, h0: Tensor, c0: Optional[Tensor],
                    batch_sizes: Optional[list[int]], last: Optional[Tensor]):
-        T, B, _ = x.shape
+        T = x.shape[0]
         if self.mode == "sequential" or T == 1:
             return self.reference_recurrence(x, params, h0, c0, batch_sizes, last)
-        alive = None
-        if batch_sizes is not None:                          # (T, B, 1): step t of row b is real
-            n = torch.tensor(batch_sizes, device=x.device).unsqueeze(1)
-            alive = (torch.arange(B, device=x.device) < n).unsqueeze(2).to(x.dtype)
-            x = x * alive
+        alive = padding_mask(x, batch_sizes)
+        if alive is not None:
+            x = x * alive                                            # finite values past the ends
         h = parallel_scan_log(*self.log_coefficients(input_projection(x, *params)), h0)
         h_last = final_state(h, last)
         return (h if alive is None else h * alive), h_last, None

@@ -273,6 +273,17 @@ def input_projection(x: Tensor, w_ih: Tensor, bias: Tensor) -> Tensor:
     return torch.addmm(bias, x.reshape(T * B, I), w_ih.t()).view(T, B, -1)
 
 
+def padding_mask(x: Tensor, batch_sizes: Optional[Sequence[int]]) -> Optional[Tensor]:
+    """``alive (T, B, 1)``: 1 where step t of row b is real (rows sorted by length, ``batch_sizes``
+    of a packed sequence), 0 past its end; None when every row is full. A window-at-once
+    recurrence multiplies its input (finite values past the ends) and its outputs by it."""
+    if batch_sizes is None:
+        return None
+    T, B, _ = x.shape
+    n = torch.tensor(list(batch_sizes), device=x.device).unsqueeze(1)
+    return (torch.arange(B, device=x.device) < n).unsqueeze(2).to(x.dtype)
+
+
 def final_state(seq: Tensor, last: Optional[Tensor]) -> Tensor:
     """State at each sequence's last step: ``seq[T-1]`` or ``seq[last[b], b]`` (a copy)."""
     if last is None:

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seqbench.cells import register_scratch
-from seqbench.cells.scratch import ScratchStack, final_state, input_projection
+from seqbench.cells.scratch import ScratchStack, final_state, input_projection, padding_mask
 from seqbench.errors import ConfigError, choice_error
 
 FORGET_GATES = ("exp", "sigmoid")
@@ -240,10 +240,8 @@ class MLSTM(ScratchStack):
         T, B, _ = x.shape
         if self.mode == "sequential" or T == 1:
             return self.reference_recurrence(x, params, h0, c0, batch_sizes, last)
-        alive = None
-        if batch_sizes is not None:                                  # (T, B, 1): step t of row b is real
-            n_t = torch.tensor(batch_sizes, device=x.device).unsqueeze(1)
-            alive = (torch.arange(B, device=x.device) < n_t).unsqueeze(2).to(x.dtype)
+        alive = padding_mask(x, batch_sizes)
+        if alive is not None:
             x = x * alive                                            # finite values past the ends
         q, k, v, o_pre, i_pre, f_pre = self.split(input_projection(x, *params))
         q, k, v = (a.permute(1, 2, 0, 3) for a in (q, k, v))         # (B, NH, T, d)

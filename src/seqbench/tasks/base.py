@@ -11,7 +11,7 @@ from hydra.errors import InstantiationException
 from seqbench.errors import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from seqbench.errors import ConfigError
+from seqbench.errors import ConfigError, choice_error
 from seqbench.init import init_recurrent
 
 #: keys of a scheduler option that tell Lightning when to step it (not constructor arguments)
@@ -47,6 +47,9 @@ class Task(pl.LightningModule):
     generates: bool = False
     #: the number a comparison ranks runs by, and whether lower ("min") or higher ("max") is better
     primary_metric: tuple[str, str] = ("test/loss", "min")
+    #: validation metrics a run may select its checkpoint and stop early on (``selection=<name>``:
+    #: ``val/<name>``), each with its direction
+    selection_metrics: dict[str, str] = {"loss": "min"}
     #: the ``task:`` its datasets declare (``conf/data/*.yaml``); None: this task's own name
     #: (``task=ngram`` reads the LM corpora: ``lm``)
     data_task: str | None = None
@@ -58,7 +61,8 @@ class Task(pl.LightningModule):
         """This task's checks of a composed config, run by ``seqbench.validate`` before any MLflow
         run exists; each failure is one line. Subclasses add theirs with ``super().check_config(cfg)``.
 
-        Here: the dataset serves this task, and counts are >= 1."""
+        Here: the dataset serves this task, counts are >= 1 and ``selection`` is a validation metric
+        this task logs."""
         from seqbench.validate import datasets_for
 
         serves = cfg.data.get("task", "lm")
@@ -68,6 +72,9 @@ class Task(pl.LightningModule):
         for key in cls.positive_keys:
             if cfg.task.get(key) is not None and int(cfg.task[key]) < 1:
                 raise ConfigError(f"task.{key}={cfg.task[key]} must be >= 1")
+        if cfg.get("selection", "loss") not in cls.selection_metrics:
+            raise choice_error(f"selection (a validation metric of task={cfg.task.name})", cfg.selection,
+                               tuple(cls.selection_metrics))
 
     def artifacts(self) -> list:
         """Files the task wrote during training to keep with the run (plots); none by default."""

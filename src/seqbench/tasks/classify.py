@@ -41,6 +41,7 @@ class Classifier(RecurrentTask):
     datamodule_class = ClassificationDataModule
     generates = False
     primary_metric = ("test/accuracy", "max")
+    selection_metrics = {"loss": "min", "accuracy": "max", "f1_macro": "max"}
 
     def __init__(self, vocab_size: int, model: dict, embedding: dict, num_classes: int,
                  head_dropout: float = 0.0, **task_options):

@@ -48,7 +48,35 @@ def eval_sums(nll: Tensor, batch: dict, unk_id: int | None) -> dict:
             "unk": 0 if unk_id is None else (batch["y"] == unk_id).sum()}
 
 
-class LanguageModel(GradientProbe, RecurrentTask):
+class HeldOutEvaluation:
+    """Lightning's validation/test hooks for a language model whose subclass accumulates a split's
+    sums in ``_eval_start/_eval_step/_eval_end(stage)``; after testing, on the agreement grammar,
+    the accuracy by distance (shared by the neural LM and the count-based ``task=ngram``)."""
+
+    def on_validation_epoch_start(self):
+        self._eval_start("val")
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self):
+        self._eval_end("val")
+
+    def on_test_epoch_start(self):
+        self._eval_start("test")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self):
+        self._eval_end("test")
+        data = getattr(self.trainer, "datamodule", None)  # agreement grammar only: acc by distance
+        if self.trainer.is_global_zero and isinstance(data, LMDataModule):
+            for k, v in agreement_accuracy(self, data.tokenizer, data.corpus["test"]["text"], data.separator).items():
+                self.log(f"test/{k}", v, rank_zero_only=True)
+
+
+class LanguageModel(HeldOutEvaluation, GradientProbe, RecurrentTask):
     datamodule_class = LMDataModule
     generates = True
     unidirectional_because = ("task=lm generates left to right, and a backward direction would see the "
@@ -122,24 +150,3 @@ class LanguageModel(GradientProbe, RecurrentTask):
         for k, v in lm_metrics(totals).items():
             self.log(f"{stage}/{k}", v, prog_bar=k == "loss", sync_dist=False)
 
-    def on_validation_epoch_start(self):
-        self._eval_start("val")
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self):
-        self._eval_end("val")
-
-    def on_test_epoch_start(self):
-        self._eval_start("test")
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self):
-        self._eval_end("test")
-        data = getattr(self.trainer, "datamodule", None)  # agreement grammar only: acc by distance
-        if self.trainer.is_global_zero and isinstance(data, LMDataModule):
-            for k, v in agreement_accuracy(self, data.tokenizer, data.corpus["test"]["text"], data.separator).items():
-                self.log(f"test/{k}", v, rank_zero_only=True)

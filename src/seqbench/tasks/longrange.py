@@ -175,6 +175,7 @@ class CopyTask(LongRangeTask):
     datamodule_class = CopyDataModule
     generates = False
     primary_metric = ("test/recall_accuracy", "max")
+    selection_metrics = {"loss": "min", "recall_accuracy": "max"}
     metric_names = ("loss", "recall_accuracy")
     progress_keys = ("loss", "recall_accuracy")
 

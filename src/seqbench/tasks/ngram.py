@@ -48,11 +48,10 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from seqbench.data.lm import CountingDataModule, LMDataModule
+from seqbench.data.lm import CountingDataModule
 from seqbench.errors import ConfigError, choice_error
-from seqbench.metrics.agreement import agreement_accuracy
 from seqbench.tasks.base import Task
-from seqbench.tasks.lm import SUMS, eval_sums, lm_metrics
+from seqbench.tasks.lm import SUMS, HeldOutEvaluation, eval_sums, lm_metrics
 
 SMOOTHINGS = ("add_k", "kneser_ney")
 #: an order's table: context h -> ({w: count used at this order}, c(h •), N1+(h •))
@@ -178,7 +177,7 @@ class NgramCounts:
         self.fit()
 
 
-class NgramLM(Task):
+class NgramLM(HeldOutEvaluation, Task):
     """The n-gram LM as a task module (see the module docstring): counts in ``training_step``,
     held-out NLL in ``validation_step``/``test_step`` over the LM's windows, samples via ``step``.
 
@@ -293,24 +292,3 @@ class NgramLM(Task):
         for k, v in lm_metrics(totals).items():
             self.log(f"{stage}/{k}", v, prog_bar=k == "loss")
 
-    def on_validation_epoch_start(self):
-        self._eval_start("val")
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self):
-        self._eval_end("val")
-
-    def on_test_epoch_start(self):
-        self._eval_start("test")
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self):
-        self._eval_end("test")
-        data = getattr(self.trainer, "datamodule", None)  # agreement grammar only: acc by distance
-        if isinstance(data, LMDataModule):
-            for k, v in agreement_accuracy(self, data.tokenizer, data.corpus["test"]["text"], data.separator).items():
-                self.log(f"test/{k}", v)
