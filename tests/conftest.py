@@ -78,3 +78,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+#: a few optimizer steps of each task family through ``seqbench.run.run`` (with ``SMOKE_LIMITS``):
+#: what a new cell's "trains in every task it supports" test runs
+SMOKE_LIMITS = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
+                "trainer.limit_test_batches=2", "logger=none", "num_threads=1", "model.hidden_size=16"]
+SMOKE_TASKS = {
+    "lm": [*TINY],
+    "classify": [*TINY_CLASSIFY, "data=counting_ones", "data.num_train=64", "data.num_val=32", "data.num_test=32"],
+    "copy": ["task=copy", "data=copy", "data.delay=6", "data.copy_length=4", "data.num_symbols=5",
+             "data.num_train=64", "data.num_val=32", "data.num_test=32", "embedding=onehot",
+             "trainer.enable_progress_bar=false"],
+    "adding": ["task=adding", "data=adding", "data.length=12", "data.num_train=64", "data.num_val=32",
+               "data.num_test=32", "trainer.enable_progress_bar=false"],
+}

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY, TINY_CLASSIFY, cli, compose_cfg
+from conftest import SMOKE_LIMITS, SMOKE_TASKS, TINY, cli, compose_cfg
 from seqbench.cells import build_stack, cell_class, count_parameters, detach_state, hidden_size_for
 from seqbench.cells.minimal import g, log_g, parallel_scan_log
 from seqbench.errors import ConfigError
@@ -281,15 +281,7 @@ def test_validation_checks_the_cell_options(tmp_path):
         validate(compose_cfg(["model=indrnn", "model.magnitude=-1.0"], root=tmp_path))
 
 
-LIMITS = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
-          "trainer.limit_test_batches=2", "logger=none", "num_threads=1", "model.hidden_size=16"]
-TASKS = {
-    "lm": [*TINY],
-    "classify": [*TINY_CLASSIFY, "data=counting_ones", "data.num_train=64", "data.num_val=32", "data.num_test=32"],
-    "copy": ["task=copy", "data=copy", "data.delay=6", "data.copy_length=4", "data.num_symbols=5",
-             "data.num_train=64", "data.num_val=32", "data.num_test=32", "embedding=onehot",
-             "trainer.enable_progress_bar=false"],
-}
+LIMITS, TASKS = SMOKE_LIMITS, SMOKE_TASKS
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))

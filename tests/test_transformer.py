@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TINY, TINY_CLASSIFY, compose_cfg
+from conftest import SMOKE_LIMITS, SMOKE_TASKS, compose_cfg
 from seqbench.cells import build_stack, count_parameters, detach_state, hidden_size_for, select_state
 from seqbench.errors import ConfigError
 from seqbench.init import init_recurrent
@@ -214,16 +214,9 @@ def test_validation_accepts_each_task_and_refuses_a_bidirectional_transformer(tm
 
 
 # ------------------------------------------------------------------ training through the run path
-LIMITS = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
-          "trainer.limit_test_batches=2", "logger=none", "num_threads=1", "model.hidden_size=16",
-          "model.context=24"]
-TASKS = {
-    "lm": [*TINY, "decoding=beam", "decoding.beam_width=2"],     # T = 32 > context: pieces; beam re-orders
-    "classify": [*TINY_CLASSIFY, "data=counting_ones", "data.num_train=64", "data.num_val=32", "data.num_test=32"],
-    "copy": ["task=copy", "data=copy", "data.delay=6", "data.copy_length=4", "data.num_symbols=5",
-             "data.num_train=64", "data.num_val=32", "data.num_test=32", "embedding=onehot",
-             "trainer.enable_progress_bar=false"],
-}
+LIMITS = [*SMOKE_LIMITS, "model.context=24"]
+# T = 32 > context: pieces; beam re-orders the contexts
+TASKS = {**SMOKE_TASKS, "lm": [*SMOKE_TASKS["lm"], "decoding=beam", "decoding.beam_width=2"]}
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from conftest import TINY, TINY_CLASSIFY, compose_cfg
+from conftest import SMOKE_LIMITS, SMOKE_TASKS, compose_cfg
 from seqbench.cells import (build_stack, cell_class, copy_weights, count_parameters, detach_state, hidden_size_for,
                             select_state)
 from seqbench.cells.xlstm import normalised
@@ -364,15 +364,8 @@ def test_bad_options_are_one_line_config_errors(tmp_path):
 
 
 # ------------------------------------------------------------------ training through the run path
-LIMITS = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
-          "trainer.limit_test_batches=2", "logger=none", "num_threads=1", "model.hidden_size=16"]
-TASKS = {
-    "lm": [*TINY, "decoding=beam"],                          # beam search re-orders the packed states
-    "classify": [*TINY_CLASSIFY, "data=counting_ones", "data.num_train=64", "data.num_val=32", "data.num_test=32"],
-    "copy": ["task=copy", "data=copy", "data.delay=6", "data.copy_length=4", "data.num_symbols=5",
-             "data.num_train=64", "data.num_val=32", "data.num_test=32", "embedding=onehot",
-             "trainer.enable_progress_bar=false"],
-}
+LIMITS = SMOKE_LIMITS
+TASKS = {**SMOKE_TASKS, "lm": [*SMOKE_TASKS["lm"], "decoding=beam"]}  # beam search re-orders the packed states
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
