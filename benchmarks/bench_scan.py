@@ -14,6 +14,11 @@ Protocol
   from other processes hits all rows alike); tokens/s = B*T / median time; ratios are to the fused
   ``nn.GRU`` of the same T, measured in the same run. The CPU time other processes used during
   the timed blocks is reported (0.00 cores: the machine was ours).
+* A second table holds T fixed (256) and varies the batch x width (B x H): the log-space scan makes
+  several exp/log passes over all B*T*H numbers (``torch.logcumsumexp`` forward, three more in its
+  backward), the sequential mode T small element-wise steps, and which costs less depends on the
+  shape and the threads (the modern study, 1 thread per job at B=64 and T=50-64, trains minGRU
+  2-6x faster step by step; pipelines/modern.yaml).
 Goal (issue 14): on CPU at T = 512 the scan reaches >= 2x fused ``nn.GRU`` tokens/s.
 """
 
@@ -58,10 +63,12 @@ def make_step(kwargs: dict, B: int, T: int, H: int, device: str):
     return step
 
 
-def measure(Ts: list[int], B: int, H: int, device: str, repeats: int, warmup: int, max_seq_T: int):
-    times: dict[tuple[str, int], list[float]] = {}
-    other = OtherLoad()
-    for T in Ts:
+def measure(points: list[tuple[int, int, int]], device: str, repeats: int, warmup: int, max_seq_T: int,
+            other: OtherLoad):
+    """Median-able step times per (row, (B, T, H)) point, every row timed once per round."""
+    times: dict[tuple[str, tuple], list[float]] = {}
+    for point in points:
+        B, T, H = point
         rows = [r for r in ROWS if "sequential" not in r or T <= max_seq_T]
         steps = {r: make_step(ROWS[r], B, T, H, device) for r in rows}
         for r in rows:
@@ -73,10 +80,27 @@ def measure(Ts: list[int], B: int, H: int, device: str, repeats: int, warmup: in
                 with other:
                     start = time.perf_counter()
                     steps[r]()
-                    times.setdefault((r, T), []).append(time.perf_counter() - start)
-        print(f"T={T}: " + ", ".join(f"{r} {B * T / statistics.median(times[(r, T)]):,.0f} tok/s" for r in rows),
-              flush=True)
-    return times, other
+                    times.setdefault((r, point), []).append(time.perf_counter() - start)
+        print(f"B={B} T={T} H={H}: " + ", ".join(
+            f"{r} {B * T / statistics.median(times[(r, point)]):,.0f} tok/s" for r in rows), flush=True)
+    return times
+
+
+def table(times: dict, points: list[tuple[int, int, int]], header: list[str]) -> str:
+    """tokens/s per row and point, with the ratio to fused nn.GRU at the same point ("–": not timed)."""
+    rows = []
+    for r in ROWS:
+        cells = []
+        for point in points:
+            if (r, point) not in times:
+                cells.append("–")
+                continue
+            tokens = point[0] * point[1]
+            tps = tokens / statistics.median(times[(r, point)])
+            ref = tokens / statistics.median(times[(REFERENCE, point)])
+            cells.append(f"{tps:,.0f} ({tps / ref:.2f}×)")
+        rows.append([r] + cells)
+    return markdown_table(["row", *header], rows)
 
 
 def main(argv=None) -> int:
@@ -91,27 +115,29 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     B, H = (4, 16) if args.quick else (16, 128)
     Ts = [16, 64] if args.quick else [64, 256, 512, 1024, 2048, 4096]
-    times, other = measure(Ts, B, H, device, 2 if args.quick else args.repeats, 1 if args.quick else 2,
-                           args.max_sequential_T)
-    header = ["row"] + [f"T={T} tok/s (× GRU)" for T in Ts]
-    rows = []
-    for r in ROWS:
-        cells = []
-        for T in Ts:
-            if (r, T) not in times:
-                cells.append("–")
-                continue
-            tps = B * T / statistics.median(times[(r, T)])
-            ref = B * T / statistics.median(times[(REFERENCE, T)])
-            cells.append(f"{tps:,.0f} ({tps / ref:.2f}×)")
-        rows.append([r] + cells)
+    T_fixed = 16 if args.quick else 256
+    shapes = [(4, 16), (8, 32)] if args.quick else [(16, 128), (64, 128), (16, 512), (64, 512)]
+    length_points = [(B, T, H) for T in Ts]
+    shape_points = [(b, T_fixed, h) for b, h in shapes]
+    repeats, warmup = (2, 1) if args.quick else (args.repeats, 2)
+    other = OtherLoad()
+    times = measure(length_points, device, repeats, warmup, args.max_sequential_T, other)
+    times.update(measure([p for p in shape_points if p not in length_points], device, repeats, warmup,
+                         args.max_sequential_T, other))
     info = machine_info(device)
     lines = ["# Sequence-length sweep: parallel scan vs sequential vs fused", "",
-             f"`python benchmarks/bench_scan.py` — B={B}, I=H={H}, 1 layer, forward+backward, float32, "
-             f"median of {args.repeats} rounds; ratio to fused nn.GRU of the same T in this run.", "",
+             f"`python benchmarks/bench_scan.py` — forward+backward, 1 layer, I = H, float32, median of "
+             f"{repeats} rounds; ratio to fused nn.GRU at the same shape, measured in this run.", "",
              *[f"- {k}: {v}" for k, v in info.items()],
              f"- load average at the end: {load_average()}; other processes used {other.cores:.2f} cores "
-             f"during the timed steps", "", markdown_table(header, rows), ""]
+             f"during the timed steps", "",
+             f"## Sequence length (B={B}, H={H})", "",
+             table(times, length_points, [f"T={T} tok/s (× GRU)" for T in Ts]), "",
+             f"## Batch x width at T={T_fixed}", "",
+             "The log-space scan makes several exp/log passes over all B·T·H numbers, the sequential "
+             "mode T element-wise steps on B·H numbers each: neither wins at every shape, so time "
+             "both modes at yours (they compute the same function).", "",
+             table(times, shape_points, [f"B={b} H={h} tok/s (× GRU)" for b, _, h in shape_points]), ""]
     text = "\n".join(lines)
     print(text)
     if not args.quick:
