@@ -206,12 +206,12 @@ def test_cell_options_come_from_the_class():
     """A cell's options are its constructor's keyword arguments; others and bad choices are one line."""
     assert cell_options("rnn", {}) == {"nonlinearity": "tanh"}
     assert cell_options("lstm", {"forget_bias": 2.0}) == {"forget_bias": 2.0}
-    assert cell_options("mingru", {}) == {"mode": "scan"}
+    assert cell_options("mingru", {}) == {"mode": "auto"}
     with pytest.raises(ConfigError, match=r"^model.nonlinearity is not an option of cell 'gru'; its options: none$"):
         build_stack("gru", 3, 4, nonlinearity="relu")
     with pytest.raises(ConfigError, match=r"^model.forget_bias is not an option of cell 'mingru'; its options: mode$"):
         build_stack("mingru", 3, 4, forget_bias=1.0)
-    with pytest.raises(ConfigError, match=r"^unknown model.mode 'fast'; valid choices: scan, sequential$"):
+    with pytest.raises(ConfigError, match=r"^unknown model.mode 'fast'; valid choices: auto, loop, scan, sequential$"):
         build_stack("minlstm", 3, 4, mode="fast")
 
 

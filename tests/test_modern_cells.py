@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from conftest import SMOKE_LIMITS, SMOKE_TASKS, TINY, cli, compose_cfg
 from seqbench.cells import build_stack, cell_class, count_parameters, detach_state, hidden_size_for
-from seqbench.cells.minimal import g, log_g, parallel_scan_log
+from seqbench.cells.minimal import LinearRecurrence, g, log_g, parallel_scan_log
 from seqbench.errors import ConfigError
 from seqbench.init import init_recurrent
 from seqbench.metrics.gradients import gradient_flow
@@ -32,9 +32,9 @@ def stack_of(cell, num_layers=1, bidirectional=False, input_size=3, hidden_size=
                        **kw).to(DT)
 
 
-def twins(cell, **kw):
-    """The same weights in scan and in sequential mode."""
-    scan = stack_of(cell, mode="scan", **kw)
+def twins(cell, mode="scan", **kw):
+    """The same weights in ``mode`` and in sequential mode."""
+    scan = stack_of(cell, mode=mode, **kw)
     seq = stack_of(cell, mode="sequential", **kw)
     seq.load_state_dict(scan.state_dict())
     return scan, seq
@@ -67,6 +67,44 @@ def test_parallel_scan_log_is_the_linear_recurrence():
     torch.testing.assert_close(parallel_scan_log(a.log(), b.log(), h0), torch.stack(expected))
 
 
+def test_linear_recurrence_is_the_loop_and_its_backward_is_exact():
+    """The loop mode's hand-written backward (the reverse recurrence G_t = dh_t + a_{t+1} G_{t+1})
+    against finite differences and against autograd through the plain loop, with a broadcast h0."""
+    torch.manual_seed(0)
+    T, B, H = 6, 2, 3
+    a = (torch.rand(T, B, H, dtype=DT) * 0.9 + 0.05).requires_grad_()
+    b = torch.randn(T, B, H, dtype=DT, requires_grad=True)
+    h0 = torch.randn(B, H, dtype=DT, requires_grad=True)
+    assert torch.autograd.gradcheck(LinearRecurrence.apply, (a, b, h0))
+    h, expected = h0, []
+    for t in range(T):
+        h = a[t] * h + b[t]
+        expected.append(h)
+    expected = torch.stack(expected)
+    out = LinearRecurrence.apply(a, b, h0)
+    torch.testing.assert_close(out, expected)
+    w = torch.randn(T, B, H, dtype=DT)
+    for u, v in zip(torch.autograd.grad((out * w).sum(), (a, b, h0)), torch.autograd.grad((expected * w).sum(), (a, b, h0))):
+        torch.testing.assert_close(u, v)
+    h0_row = torch.randn(1, H, dtype=DT, requires_grad=True)               # broadcast over the batch
+    assert torch.autograd.gradcheck(LinearRecurrence.apply, (a, b, h0_row))
+
+
+def test_auto_mode_is_the_loop_on_a_cpu(monkeypatch):
+    """``mode=auto`` (the default) runs the loop on a CPU tensor: the scan is never called."""
+    import seqbench.cells.minimal as minimal
+
+    def no_scan(*args):
+        raise AssertionError("the log-space scan ran on a CPU in mode=auto")
+
+    monkeypatch.setattr(minimal, "parallel_scan_log", no_scan)
+    stack = stack_of("mingru")
+    assert stack.mode == "auto"
+    loop = stack_of("mingru", mode="loop")
+    x = torch.randn(2, 5, 3, dtype=DT)
+    torch.testing.assert_close(stack(x)[0], loop(x)[0], atol=0, rtol=0)
+
+
 def test_scan_gradcheck():
     """The scan's gradients (autograd through cumsum and logcumsumexp) against finite differences,
     w.r.t. the log coefficients and a signed initial state (float64)."""
@@ -77,10 +115,11 @@ def test_scan_gradcheck():
     assert torch.autograd.gradcheck(parallel_scan_log, (log_a, log_b, h0))
 
 
+@pytest.mark.parametrize("mode", ["scan", "loop"])
 @pytest.mark.parametrize("cell", MIN_CELLS)
-def test_stack_gradcheck_through_the_scan(cell):
+def test_stack_gradcheck_through_the_scan(cell, mode):
     torch.manual_seed(0)
-    stack = stack_of(cell, num_layers=2, bidirectional=True, input_size=2, hidden_size=2)
+    stack = stack_of(cell, num_layers=2, bidirectional=True, input_size=2, hidden_size=2, mode=mode)
     names = [n for n, _ in stack.named_parameters()]
     x = torch.randn(3, 4, 2, dtype=DT, requires_grad=True)
     h0 = torch.randn(4, 3, 2, dtype=DT, requires_grad=True)
@@ -122,12 +161,13 @@ def test_state_stays_positive_from_zeros(cell):
 
 
 # ------------------------------------------------------------------ scan == sequential
+@pytest.mark.parametrize("mode", ["scan", "loop"])
 @pytest.mark.parametrize("cell", MIN_CELLS)
 @pytest.mark.parametrize("with_state", [False, True])
 @pytest.mark.parametrize("padded", [False, True])
-def test_scan_equals_sequential(cell, with_state, padded):
+def test_scan_and_loop_equal_sequential(mode, cell, with_state, padded):
     """Outputs, final states and every gradient agree (float64), 2 layers, both directions."""
-    scan, seq = twins(cell, num_layers=2, bidirectional=True)
+    scan, seq = twins(cell, mode, num_layers=2, bidirectional=True)
     x = torch.randn(5, 7, 3, dtype=DT, requires_grad=True)
     state = torch.randn(4, 5, 4, dtype=DT, requires_grad=True) if with_state else None
     lengths = LENGTHS if padded else None
@@ -275,7 +315,7 @@ def test_validation_checks_the_cell_options(tmp_path):
     from seqbench.validate import validate
 
     validate(compose_cfg(["model=mingru", "model.mode=sequential"], root=tmp_path))
-    with pytest.raises(ConfigError, match=r"^unknown model.mode 'parallel'; valid choices: scan, sequential$"):
+    with pytest.raises(ConfigError, match=r"^unknown model.mode 'parallel'; valid choices: auto, loop, scan, sequential$"):
         validate(compose_cfg(["model=minlstm", "model.mode=parallel"], root=tmp_path))
     with pytest.raises(ConfigError, match=r"^model.magnitude=-1.0 must be > 0"):
         validate(compose_cfg(["model=indrnn", "model.magnitude=-1.0"], root=tmp_path))

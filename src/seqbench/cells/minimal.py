@@ -18,11 +18,18 @@ logged again. The initial state enters linearly, its log is never taken: any h_0
 zeros of a fresh stack (the paper's code takes log h_0 and so needs h_0 > 0) as well as a state
 carried across truncated-BPTT windows.
 
-Two modes compute the same numbers (``mode``, a model option):
+Three modes compute the same numbers (``mode``, a model option; ``auto``, the default, picks
+``scan`` on a GPU and ``loop`` elsewhere):
 
-* ``scan`` (default): the parallel scan above over every window longer than one step; one step
-  (generation, the gradient probe) runs the plain step;
-* ``sequential``: the plain step in a loop (``cell_step``), what the paper calls sequential mode.
+* ``scan``: the parallel scan above over every window longer than one step; one step
+  (generation, the gradient probe) runs the plain step. Parallel over T, so the mode for a GPU; on
+  a CPU its exp/log passes over all B*T*H numbers (``logcumsumexp`` and its backward) cost more
+  than the recurrence itself;
+* ``loop``: the gates of all steps at once (as in ``scan``), then the linear recurrence in linear
+  space, step by step without autograd, with its backward written out (:class:`LinearRecurrence`):
+  T fused multiply-adds on B*H numbers each way, the fast mode on a CPU;
+* ``sequential``: the plain step in a loop (``cell_step``) under autograd, what the paper calls
+  sequential mode: the reference the other two are tested against.
 
 Padded batches (``lengths``): the inputs past a sequence's end are zeroed before the scan (finite
 values, no gradient reaches them), the outputs there are set to zero and the final state is read
@@ -38,11 +45,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from torch.autograd.function import once_differentiable
+
 from seqbench.cells import register_scratch
 from seqbench.cells.scratch import ScratchStack, final_state, input_projection, padding_mask
 from seqbench.errors import choice_error
 
-MODES = ("scan", "sequential")
+MODES = ("auto", "scan", "loop", "sequential")
 
 
 def g(x: Tensor) -> Tensor:
@@ -62,6 +71,36 @@ def parallel_scan_log(log_a: Tensor, log_b: Tensor, h0: Tensor) -> Tensor:
     return torch.exp(A + torch.logcumsumexp(log_b - A, 0)) + torch.exp(A) * h0
 
 
+class LinearRecurrence(torch.autograd.Function):
+    """All states of ``h_t = a_t * h_{t-1} + b_t`` (t = 1..T) from ``a, b (T, B, H)`` and
+    ``h0 (B, H)``, one fused multiply-add per step and no autograd graph. Backward, the same
+    recurrence run in reverse on the gradients (G_t: the total gradient reaching h_t)::
+
+        G_T = dh_T,   G_t = dh_t + a_{t+1} * G_{t+1}
+        dL/db_t = G_t,   dL/da_t = G_t * h_{t-1},   dL/dh_0 = a_1 * G_1
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
+        h = torch.empty_like(b)
+        prev = h0
+        for a_t, b_t, h_t in zip(a.unbind(0), b.unbind(0), h.unbind(0)):
+            prev = torch.addcmul(b_t, a_t, prev, out=h_t)
+        ctx.save_for_backward(a, h0, h)
+        return h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dh: Tensor):
+        a, h0, h = ctx.saved_tensors
+        G = dh.clone(memory_format=torch.contiguous_format)
+        Gs, As = G.unbind(0), a.unbind(0)
+        for t in range(len(Gs) - 2, -1, -1):
+            Gs[t].addcmul_(As[t + 1], Gs[t + 1])
+        h_prev = torch.cat([h0.expand_as(h[0]).unsqueeze(0), h[:-1]])
+        return G * h_prev, G, (As[0] * Gs[0]).sum_to_size(h0.shape)
+
+
 class MinimalRNN(ScratchStack):
     """Shared by minGRU and minLSTM: parameters ``weight_ih_l{k}{sfx} (G*H, in)`` and
     ``bias_ih_l{k}{sfx} (G*H,)`` only (one linear map of x_t per gate block, no recurrent matrix),
@@ -71,7 +110,7 @@ class MinimalRNN(ScratchStack):
     choices = {"mode": MODES}
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bidirectional: bool = False, dropout: float = 0.0, mode: str = "scan"):
+                 bidirectional: bool = False, dropout: float = 0.0, mode: str = "auto"):
         if mode not in MODES:
             raise choice_error("model.mode", mode, MODES)
         self.mode = mode
@@ -85,15 +124,24 @@ class MinimalRNN(ScratchStack):
         """``(log a, log b)`` of every step from the pre-activations ``pre (T, B, G*H)``."""
         raise NotImplementedError
 
+    def coefficients(self, pre: Tensor) -> tuple[Tensor, Tensor]:
+        """``(a, b)`` of every step, in linear space (the loop mode's inputs)."""
+        raise NotImplementedError
+
     def recurrence(self, x: Tensor, params, h0: Tensor, c0: Optional[Tensor],
                    batch_sizes: Optional[list[int]], last: Optional[Tensor]):
         T = x.shape[0]
-        if self.mode == "sequential" or T == 1:
+        mode = self.mode if self.mode != "auto" else ("scan" if x.is_cuda else "loop")
+        if mode == "sequential" or T == 1:
             return self.reference_recurrence(x, params, h0, c0, batch_sizes, last)
         alive = padding_mask(x, batch_sizes)
         if alive is not None:
             x = x * alive                                            # finite values past the ends
-        h = parallel_scan_log(*self.log_coefficients(input_projection(x, *params)), h0)
+        pre = input_projection(x, *params)
+        if mode == "scan":
+            h = parallel_scan_log(*self.log_coefficients(pre), h0)
+        else:
+            h = LinearRecurrence.apply(*self.coefficients(pre), h0)
         h_last = final_state(h, last)
         return (h if alive is None else h * alive), h_last, None
 
@@ -110,7 +158,8 @@ class MinGRU(MinimalRNN):
         h_t = (1 - z_t) * h_{t-1} + z_t * h~_t
 
     i.e. a_t = 1 - z_t, b_t = z_t * h~_t; in log space log a = -softplus(k_z),
-    log b = -softplus(-k_z) + log g(k_h) (k: pre-activations). Parameters per layer and
+    log b = -softplus(-k_z) + log g(k_h) (k: pre-activations); in linear space (the loop mode)
+    a = 1 - z, b = z g(k_h). Parameters per layer and
     direction: ``weight_ih (2H, in)`` and ``bias_ih (2H,)``, gate order (z, h~): 2 (in H + H).
     """
 
@@ -127,6 +176,11 @@ class MinGRU(MinimalRNN):
         k_z, k_h = pre.chunk(2, -1)
         return -F.softplus(k_z), -F.softplus(-k_z) + log_g(k_h)
 
+    def coefficients(self, pre):
+        k_z, k_h = pre.chunk(2, -1)
+        z = torch.sigmoid(k_z)
+        return 1 - z, z * g(k_h)
+
 
 @register_scratch("minlstm")
 class MinLSTM(MinimalRNN):
@@ -139,7 +193,8 @@ class MinLSTM(MinimalRNN):
         h_t = f'_t * h_{t-1} + i'_t * h~_t
 
     In log space, with d = log i_t - log f_t = softplus(-k_f) - softplus(-k_i):
-    log f' = -softplus(d), log i' = -softplus(-d), log b = log i' + log g(k_h). Parameters per
+    log f' = -softplus(d), log i' = -softplus(-d), log b = log i' + log g(k_h); in linear space (the
+    loop mode) a = f' = sigma(-d) and b = (1 - f') g(k_h), finite even where f and i both underflow. Parameters per
     layer and direction: ``weight_ih (3H, in)`` and ``bias_ih (3H,)``, gate order (f, i, h~):
     3 (in H + H).
     """
@@ -158,3 +213,8 @@ class MinLSTM(MinimalRNN):
         k_f, k_i, k_h = pre.chunk(3, -1)
         d = F.softplus(-k_f) - F.softplus(-k_i)
         return -F.softplus(d), -F.softplus(-d) + log_g(k_h)
+
+    def coefficients(self, pre):
+        k_f, k_i, k_h = pre.chunk(3, -1)
+        f_norm = torch.sigmoid(F.softplus(-k_i) - F.softplus(-k_f))  # f/(f+i), finite when both underflow
+        return f_norm, (1 - f_norm) * g(k_h)
