@@ -162,6 +162,7 @@ def test_ngram_end_to_end_into_mlflow_beats_the_unigram(tmp_path):
                     "test/perplexity", "test/bits_per_char", "test/bits_per_byte"):
             assert math.isfinite(result[key]), key
         assert result["epochs_trained"] == 1 and "hidden_size" not in result
+        assert "converged" not in result                     # no early stopping: nothing to converge
     assert orders[3]["test/bits_per_char"] < orders[1]["test/bits_per_char"] - 0.5, orders
     assert orders[3]["num_parameters"] > orders[1]["num_parameters"]
 

@@ -72,6 +72,21 @@ def test_unk_column_hidden_when_every_vocabulary_is_lossless(tmp_path):
     assert "gru, rnn: n = 2 < 3 seeds" in table["verdict"].text or "every row: n = 2 < 3 seeds" in table["verdict"].text
 
 
+def test_ngram_row_is_named_by_its_task_and_has_no_convergence_warning(tmp_path):
+    """task=ngram ignores the model group: its row is "ngram", not the default model's name, and it
+    is not flagged as unconverged (one counting pass; its runs log no ``converged``)."""
+    study = {"name": "t", "seeds": [0, 1, 2],
+             "grids": [{"overrides": ["task=lm", "model=lstm,gru"]}, {"overrides": ["task=ngram"]}]}
+    expected = expected_runs(study, str(tmp_path))
+    bpc = {"lstm": 3.0, "gru": 3.1, "ngram": 2.0}
+    runs = fake_runs(expected, lambda e: {
+        "test/bits_per_char": bpc["ngram" if e.cfg.task.name == "ngram" else e.cfg.model.name] + 0.01 * e.cfg.seed,
+        **({} if e.cfg.task.name == "ngram" else {"converged": 1.0})})
+    (table,) = build_tables(expected, runs, [0, 1, 2])
+    assert [r[0] for r in table["rows"]] == ["lstm", "gru", "★ ngram"]
+    assert not table["verdict"].warnings
+
+
 # -- statistics ---------------------------------------------------------------------------------------
 def test_holm_is_the_step_down_formula_and_matches_statsmodels():
     p = np.array([0.01, 0.04, 0.03, 0.6, np.nan])

@@ -86,9 +86,10 @@ def selection(cfg: DictConfig) -> tuple[str, str]:
 
 def early_stopping(cfg: DictConfig) -> EarlyStopping | None:
     """Lightning's EarlyStopping on the selection metric when ``early_stopping.patience`` is set:
-    training ends once it has not improved by ``min_delta`` for ``patience`` epochs (else: the budget)."""
+    training ends once it has not improved by ``min_delta`` for ``patience`` epochs (else: the budget).
+    None for a task not trained by gradient (``task=ngram``): one pass, nothing to stop."""
     early = cfg.get("early_stopping") or {}
-    if early.get("patience") is None:
+    if early.get("patience") is None or not get_class(cfg.task._target_).trained_by_gradient:
         return None
     monitor, mode = selection(cfg)
     return EarlyStopping(monitor=monitor, mode=mode, patience=int(early.patience),

@@ -16,7 +16,13 @@ GROUP_KEYS = ("task", "data", "tokenizer", "embedding", "model", "decoding", "tr
 
 
 def row_label(cfg: DictConfig, axes: list[str]) -> str:
-    return " / ".join(f"{cfg[a].name}" for a in axes) if axes else cfg.model.name
+    """The names of ``axes`` (``gru / bpe``); a task that ignores the model group
+    (``trained_by_gradient`` False: ``task=ngram``) shows its own name in the model's place."""
+    from hydra.utils import get_class
+
+    model_free = not get_class(cfg.task._target_).trained_by_gradient
+    names = [cfg.task.name if a == "model" and model_free else cfg[a].name for a in axes or ["model"]]
+    return " / ".join(str(n) for n in names)
 
 
 def _short(key: str) -> str:

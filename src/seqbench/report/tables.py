@@ -28,23 +28,27 @@ TRAINING = ["converged", "epochs_trained"]
 
 
 def build_tables(expected: list[Expected], runs: pd.DataFrame, seeds: list) -> list[dict]:
-    """One table per (task, data) over the FINISHED runs matching the expected hashes."""
+    """One table per (task, data) over the FINISHED runs matching the expected hashes. A task that
+    reads another task's datasets (``task=ngram``: the LM corpora) joins that task's table: the
+    count-based floor is a row beside the neural LMs it is measured against."""
     done = finished(runs)
     by_hash = {h: g for h, g in done.groupby("tags.config_hash")} if len(done) else {}
     groups: dict[tuple, list[Expected]] = {}
     for e in expected:
-        groups.setdefault((e.cfg.task.name, e.cfg.data.name), []).append(e)
+        groups.setdefault((get_class(e.cfg.task._target_).data_task or e.cfg.task.name, e.cfg.data.name), []).append(e)
     tables = []
     for (task, data), items in groups.items():
         axes = [a for a in ROW_AXES if len({str(e.cfg[a].name) for e in items}) > 1] or ["model"]
         # a row label covering several settings (data.length, clipping, ...) names them: never averaged
         labels = distinct_labels(items, lambda e, axes=axes: row_label(e.cfg, axes))
         label_of = lambda e, labels=labels: labels[e.hash]
-        primary, direction = get_class(items[0].cfg.task._target_).primary_metric  # the task says
+        own = next((e for e in items if e.cfg.task.name == task), items[0])
+        primary, direction = get_class(own.cfg.task._target_).primary_metric  # the task says
         metrics = [primary, *SECONDARY.get(task, [])]
         rows: dict[str, dict] = {}
         for e in items:
-            row = rows.setdefault(label_of(e), {"runs": [], "expected": 0})
+            row = rows.setdefault(label_of(e), {"runs": [], "expected": 0,
+                                                "gradient": get_class(e.cfg.task._target_).trained_by_gradient})
             row["expected"] += 1
             if e.hash in by_hash:
                 row["runs"].append(by_hash[e.hash].iloc[0])
@@ -54,7 +58,8 @@ def build_tables(expected: list[Expected], runs: pd.DataFrame, seeds: list) -> l
         # the cost of spelling those words, a lower bound no lossless tokenizer can be compared to
         lossy = {label for label, v in values.items() if "test/unk_rate" in v and mean_or_nan(v["test/unk_rate"]) > 0}
         verdict = decide({label: v[primary] for label, v in values.items()}, direction, metric=primary,
-                         converged={label: v["converged"] for label, v in values.items()},
+                         converged={label: v["converged"] if rows[label]["gradient"] else None
+                                    for label, v in values.items()},
                          expected={label: row["expected"] for label, row in rows.items()}, lossy=lossy)
         metrics = [m for m in metrics if any(np.any(~np.isnan(v[m])) for v in values.values())
                    and (m != "test/unk_rate" or lossy)] or [primary]

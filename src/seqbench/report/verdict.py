@@ -66,7 +66,8 @@ def decide(values: dict[str, np.ndarray], direction: str, *, metric: str = "prim
            lossy=(), alpha: float = ALPHA) -> Verdict:
     """The verdict of one table. ``values``: row -> the metric per finished run (nan = absent);
     ``direction``: "min" or "max"; ``converged``: row -> the runs' ``converged`` metric (1 / 0 /
-    nan = not logged); ``expected``: row -> runs the study asked for; ``lossy``: rows never ranked."""
+    nan = not logged; None: not trained by gradient, convergence does not apply); ``expected``: row
+    -> runs the study asked for; ``lossy``: rows never ranked."""
     if direction not in ("min", "max"):
         raise ValueError(f"direction must be 'min' or 'max', not {direction!r}")
     sign = 1 if direction == "min" else -1
@@ -97,7 +98,10 @@ def row_warnings(values, n, converged, expected) -> list[str]:
             continue
         if n[label] < MIN_SEEDS:
             rows.setdefault(f"n = {n[label]} < {MIN_SEEDS} seeds (sd and p-values rest on too few runs)", []).append(label)
-        flags = finite((converged or {}).get(label, []))
+        flags = (converged or {}).get(label, [])
+        if flags is None:  # not trained by gradient (task=ngram): convergence does not apply
+            continue
+        flags = finite(flags)
         if not len(flags):
             rows.setdefault("trained for a fixed budget; convergence not checked", []).append(label)
         elif (flags == 0).any():

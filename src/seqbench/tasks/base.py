@@ -53,6 +53,10 @@ class Task(pl.LightningModule):
     #: the ``task:`` its datasets declare (``conf/data/*.yaml``); None: this task's own name
     #: (``task=ngram`` reads the LM corpora: ``lm``)
     data_task: str | None = None
+    #: False for a task fitted in one pass without a model stack (``task=ngram``: counts): its run
+    #: has no early stopping and no ``converged`` metric, and a report names its row by the task,
+    #: since the ``model`` group is ignored
+    trained_by_gradient: bool = True
     #: task keys that count things (batch sizes, lengths): each must be >= 1 when set
     positive_keys: tuple[str, ...] = ("batch_size", "eval_batch_size", "bptt", "max_length")
 

@@ -188,6 +188,7 @@ class NgramLM(HeldOutEvaluation, Task):
     generates = True
     data_task = "lm"  # the LM corpora (data=synthetic, tinyshakespeare, ...)
     primary_metric = ("test/bits_per_char", "min")
+    trained_by_gradient = False  # one counting pass: nothing converges, the model group is ignored
 
     def __init__(self, vocab_size: int, order: int = 3, smoothing: str = "kneser_ney",
                  discount: float | None = None, k: float = 1.0, unk_id: int | None = None, **ignored):
