@@ -208,11 +208,31 @@ def test_sweep_rejects_bad_grid_before_any_job(tmp_path, bad, message):
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "outputs").exists()
 
 
-# Known race (seen in about 1 of 3 full runs, idle or loaded): a loky worker that is shut down while
-# its job handles the SIGINT can leave that job RUNNING in MLflow. The fix belongs in the sweep (mark
-# the parent's still-RUNNING children KILLED once the multirun exits); until it lands, a rerun keeps
-# CI honest about every other assertion, and the test still fails when the race repeats.
-@pytest.mark.flaky(reruns=2)
+def test_runs_left_running_after_an_interrupted_multirun_are_closed_killed(tmp_path):
+    """A loky worker shut down while its job handles the SIGINT can leave that job RUNNING; once the
+    multirun has exited the sweep closes the parent's children started since it began and still
+    RUNNING as KILLED, with the reason. Finished children, other parents' runs and runs from before
+    this multirun are left alone."""
+    from seqbench.study import study_tracker
+    from seqbench.sweep import close_orphans
+
+    tracker = study_tracker(str(tmp_path), "orphans")
+    parent = tracker.study_run("orphans")
+    client, exp = tracker.client, tracker.experiment_id
+    child = lambda **tags: client.create_run(exp, tags={"mlflow.parentRunId": parent, **tags}).info.run_id
+    old = child()
+    time.sleep(0.05)
+    since = int(time.time() * 1000)
+    time.sleep(0.05)
+    orphan, finished = child(), child()
+    client.set_terminated(finished, "FINISHED")
+    stranger = client.create_run(exp).info.run_id
+    assert close_orphans(tracker, parent, since, signal.SIGINT) == [orphan]
+    status = {r: client.get_run(r).info.status for r in (old, orphan, finished, stranger)}
+    assert status == {old: "RUNNING", orphan: "KILLED", finished: "FINISHED", stranger: "RUNNING"}
+    assert client.get_run(orphan).data.tags["failure_reason"].startswith("terminated by signal 2 (SIGINT): the job's worker")
+
+
 def test_interrupted_sweep_records_killed_runs_and_stops(tmp_path):
     """Ctrl-C (SIGINT to the process group) during a sweep: the jobs in flight end KILLED with the
     signal as reason, the next grid is not started, and the sweep exits 128 + SIGINT."""

@@ -17,6 +17,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 
 from seqbench.errors import SeqbenchError, choice_error
 from seqbench.study import expand, expected_runs, load_study, point_key, resolve, studies, study_tracker, sweeps
@@ -148,6 +149,26 @@ def preflight(study: dict, root: str, extra: list[str], stage: str = "compare") 
     return expected
 
 
+def close_orphans(tracker, parent: str | None, since_ms: int, signum: int) -> list[str]:
+    """After a multirun stopped by ``signum`` has exited, end as KILLED every child of the study's
+    parent started since ``since_ms`` that is still RUNNING: no job of this sweep is in flight any
+    more, so such a run's worker was shut down (joblib/loky) before it could record its end. The
+    reason says so. Returns their run ids."""
+    from seqbench.errors import Terminated
+
+    if parent is None:
+        return []
+    children = tracker.client.search_runs(
+        [tracker.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'")
+    orphans = [r.info.run_id for r in children if r.info.start_time >= since_ms]
+    reason = (f"{Terminated(signum)}: the job's worker was shut down before it recorded its end "
+              f"(recorded by the sweep after the multirun exited)")
+    for run_id in orphans:
+        tracker.client.set_tag(run_id, "failure_reason", reason)
+        tracker.client.set_terminated(run_id, "KILLED")
+    return orphans
+
+
 def run_grid(cmd: list[str]) -> int | None:
     """Run one grid's multirun; on SIGTERM/SIGINT pass the signal to it (it records its runs in
     flight as KILLED and exits) instead of killing it, and return the signal (else None)."""
@@ -202,10 +223,11 @@ def label(s) -> str:
 
 
 def run_stage(study: dict, stage: str, stage_sweeps: list, commands: list[list[str]], expected: list, tracker,
-              parent) -> int | None:
+              parent, local: bool = True) -> int | None:
     """Launch a stage's multiruns one after another, skipping those whose every configuration
     already has a reusable FINISHED run (not even a process is started). Returns the signal that
-    stopped it, else None."""
+    stopped it, else None. ``local``: the jobs ran on this machine and have all ended when the
+    multirun exits (not SLURM, whose jobs outlive it), so runs left RUNNING are closed KILLED."""
     done = reusable(expected, tracker)
     if skipped := sum(done):
         print(f"== {study['name']}: {stage}: {skipped}/{len(expected)} configurations already have a FINISHED run "
@@ -217,8 +239,11 @@ def run_stage(study: dict, stage: str, stage_sweeps: list, commands: list[list[s
                   flush=True)
             continue
         print(f"== {study['name']}: {stage}: {label(s)}", flush=True)
+        started_ms = int(time.time() * 1000)
         # a failing job is recorded FAILED by the job itself; the multirun goes on
         if (signum := run_grid(cmd)) is not None:
+            if tracker is not None and local:
+                close_orphans(tracker, parent, started_ms, signum)
             print(f"== {study['name']}: stopped by signal {signum}; runs in flight are recorded KILLED. "
                   f"Run the same command again to finish what is missing.", file=sys.stderr)
             close_study_run(tracker, parent, "KILLED")
@@ -279,7 +304,7 @@ def run_study(study: dict, launcher: str = "local", jobs: int | None = None, ove
     print(f"== {study['name']}: {len(tuned)} tuning + {len(expected)} comparison configurations", flush=True)
     if tuned:
         if (signum := run_stage(study, "tune", tune_sweeps, [[*c, *nested] for c in tune_commands], tuned, tracker,
-                                parent)):
+                                parent, local=launcher != "slurm")):
             return 128 + signum
         if launcher == "slurm":  # submitit returns when the jobs are queued: choose when they are done
             print(f"== {study['name']}: tuning jobs submitted; run the same command again when they have "
@@ -292,7 +317,7 @@ def run_study(study: dict, launcher: str = "local", jobs: int | None = None, ove
         compare_sweeps = sweeps(study, chosen={k: v["chosen"] for k, v in choice.items() if "chosen" in v})
         commands = command_of(compare_sweeps)
     if (signum := run_stage(study, "compare", compare_sweeps, [[*c, *nested] for c in commands], expected, tracker,
-                            parent)):
+                            parent, local=launcher != "slurm")):
         return 128 + signum
     if launcher == "slurm":  # submitit returns when the jobs are queued or done; nothing to count yet
         return 0  # the parent stays RUNNING until a later sweep (or the report) counts the study
