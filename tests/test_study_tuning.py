@@ -32,7 +32,8 @@ def test_each_point_is_compared_at_its_own_best_candidate(tmp_path):
     best = {("rnn", 0.001): 1.0, ("rnn", 0.01): 2.0, ("gru", 0.001): 1.5, ("gru", 0.01): 0.5}
     objective = {e.hash: best[(e.cfg.model.name, e.cfg.optimizer.lr)] for e in tuned}
     choice = choose(STUDY, tuned, objective)
-    assert choice["g: model=rnn"] == {"candidates": {"optimizer.lr=0.001": 1.0, "optimizer.lr=0.01": 2.0},
+    assert choice["g: model=rnn"] == {"objective": "val/best_loss", "direction": "min",
+                                      "candidates": {"optimizer.lr=0.001": 1.0, "optimizer.lr=0.01": 2.0},
                                       "chosen": ["optimizer.lr=0.001"]}
     assert choice["g: model=gru"]["chosen"] == ["optimizer.lr=0.01"]
     compare = expected_runs(STUDY, str(tmp_path), chosen={k: v["chosen"] for k, v in choice.items()})
@@ -46,6 +47,31 @@ def test_each_point_is_compared_at_its_own_best_candidate(tmp_path):
         [["model=rnn", "optimizer.lr=0.001"], ["model=gru", "optimizer.lr=0.01"]]
     same = {k: ["optimizer.lr=0.01"] for k in choice}
     assert sweeps(STUDY, chosen=same)[0].overrides[:2] == ["model=rnn,gru", "optimizer.lr=0.01"]
+
+
+def test_the_objective_follows_the_selection_metric(tmp_path):
+    """A grid selecting on accuracy is tuned on val/best_accuracy, highest wins; a study's explicit
+    ``tuning.objective``/``direction`` overrides that."""
+    from seqbench.report.tuning import tuning_section
+
+    study = {"name": "t", "seeds": [0], "grids": [{"name": "c", "overrides": ["task=classify", "data=sst2", "model=gru",
+                                                                             "selection=accuracy"],
+                                                   "tune": {"optimizer.lr": [0.001, 0.01]}}]}
+    tuned = expected_runs(study, str(tmp_path), stage="tune")
+    accuracy = {e.hash: {0.001: 0.70, 0.01: 0.80}[e.cfg.optimizer.lr] for e in tuned}
+    (entry,) = choose(study, tuned, accuracy).values()
+    assert (entry["objective"], entry["direction"], entry["chosen"]) == ("val/best_accuracy", "max", ["optimizer.lr=0.01"])
+    assert "highest val/best_accuracy wins" in "\n".join(tuning_section(study, choose(study, tuned, accuracy)))
+    fixed = {**study, "tuning": {"objective": "val/best_f1", "direction": "min"}}
+    (entry,) = choose(fixed, tuned, accuracy).values()
+    assert (entry["objective"], entry["chosen"]) == ("val/best_f1", ["optimizer.lr=0.001"])
+
+
+def test_a_bad_tuning_direction_is_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**STUDY, "tuning": {"objective": "val/best_loss", "direction": "lowest"}}))
+    with pytest.raises(ConfigError, match=r"^unknown tuning.direction 'lowest'; valid choices: max, min$"):
+        load_study(str(path))
 
 
 def test_a_point_without_finished_candidates_is_not_chosen(tmp_path):

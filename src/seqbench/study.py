@@ -7,8 +7,10 @@ expected configurations, each composed with Hydra and identified by its config h
 of settings to choose per grid point, e.g. ``tune: {optimizer.lr: [0.003, 0.01, 0.03]}``. The
 study then runs in two stages: *tune* — every grid point x every candidate, once, at the study's
 tuning seed (``tuning.seed``, not one of the comparison seeds) with ``stage=tune`` and any cheaper
-``tuning.overrides``; each point's candidate with the best validation objective
-(``tuning.objective``, default ``val/best_loss``, lower is better) is chosen — then *compare* —
+``tuning.overrides``; each point's candidate with the best validation objective is chosen (by
+default the best value of the metric the run selects its checkpoint by: ``val/best_loss``, lower
+is better, or with ``selection=accuracy`` ``val/best_accuracy``, higher is better; a study may fix
+``tuning.objective`` and ``tuning.direction``) — then *compare* —
 every grid point at its own chosen setting over the comparison seeds; test metrics are reported.
 Tuning runs are ordinary tracked, resumable runs, launched in parallel like any grid; the chosen
 values are derived from them whenever the study is expanded (:func:`choose`), so the sweep and the
@@ -51,6 +53,8 @@ def load_study(name: str) -> dict:
                 raise ConfigError(f"grid '{grid.get('name', '')}' tunes {key} and also sets it; remove one")
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"grid '{grid.get('name', '')}': tune.{key} must be a list of candidate values")
+    if (direction := tuning(study)["direction"]) not in ("min", "max"):
+        raise choice_error("tuning.direction", direction, ("max", "min"))
     return study
 
 
@@ -60,7 +64,20 @@ def key_of(override: str) -> str:
 
 def tuning(study: dict) -> dict:
     """The study's tuning settings with their defaults."""
-    return {"seed": 100, "overrides": [], "objective": "val/best_loss", **(study.get("tuning") or {})}
+    return {"seed": 100, "overrides": [], "objective": None, "direction": "min", **(study.get("tuning") or {})}
+
+
+def objective_for(study: dict, cfg: DictConfig) -> tuple[str, str]:
+    """The validation objective a tuning run is scored by and its direction ("min"/"max"): the
+    study's ``tuning.objective`` (and ``tuning.direction``), else the best value of the metric the
+    run selects its checkpoint by (``selection=accuracy``: ``val/best_accuracy``, "max")."""
+    settings = tuning(study)
+    if settings["objective"]:
+        return settings["objective"], settings["direction"]
+    from seqbench.run import selection
+
+    monitor, direction = selection(cfg)
+    return monitor.replace("val/", "val/best_", 1), direction
 
 
 def point_key(grid: dict, overrides: list[str]) -> str:
@@ -124,19 +141,23 @@ def merge_points(points: list[list[str]]) -> list[list[str]]:
 def choose(study: dict, tuned: list["Expected"], objective_of: dict[str, float]) -> dict[str, dict]:
     """Per tuned grid point: every candidate's validation objective and the chosen (best) one.
 
-    ``tuned``: the tune stage's expected runs; ``objective_of``: config hash -> objective of its
-    FINISHED run. Returns ``{point_key: {"candidates": {"optimizer.lr=0.01": value, ...},
+    ``tuned``: the tune stage's expected runs; ``objective_of``: config hash -> objective
+    (:func:`objective_for`) of its FINISHED run. Returns ``{point_key: {"objective":
+    "val/best_loss", "direction": "min", "candidates": {"optimizer.lr=0.01": value, ...},
     "chosen": ["optimizer.lr=0.01"]}}``; a point with no finished candidate gets no "chosen"."""
     out: dict[str, dict] = {}
     for e in tuned:
         tune = e.grid.get("tune") or {}
         candidate = " ".join(o for o in e.overrides if key_of(o) in tune)
-        entry = out.setdefault(point_key(e.grid, e.overrides), {"candidates": {}})
+        objective, direction = objective_for(study, e.cfg)
+        entry = out.setdefault(point_key(e.grid, e.overrides),
+                               {"objective": objective, "direction": direction, "candidates": {}})
         entry["candidates"][candidate] = objective_of.get(e.hash, float("nan"))
     for entry in out.values():
         scored = {c: v for c, v in entry["candidates"].items() if v == v}  # not NaN
         if scored:
-            entry["chosen"] = min(scored, key=scored.get).split(" ")
+            best = min if entry["direction"] == "min" else max
+            entry["chosen"] = best(scored, key=scored.get).split(" ")
     return out
 
 
@@ -144,26 +165,27 @@ def resolve(study: dict, root: str, tracker, extra: list[str] = ()) -> tuple[lis
     """The study's expected runs: (tuning runs, comparison runs at the chosen settings, the
     choice per tuned point). Choices come from the FINISHED tuning runs in MLflow."""
     tuned = expected_runs(study, root, extra, stage="tune")
-    objective = tuning(study)["objective"]
     any_code = "reuse_other_code=true" in extra
-    objective_of = finished_metric(tracker, study["name"], objective, any_code) if tuned and tracker else {}
+    metrics = finished_metrics(tracker, study["name"], any_code) if tuned and tracker else {}
+    objective_of = {e.hash: metrics[e.hash][m] for e in tuned
+                    if (m := objective_for(study, e.cfg)[0]) in metrics.get(e.hash, {})}
     choice = choose(study, tuned, objective_of)
     chosen = {k: v["chosen"] for k, v in choice.items() if "chosen" in v}
     return tuned, expected_runs(study, root, extra, chosen=chosen), choice
 
 
-def finished_metric(tracker, study: str, metric: str, any_code: bool = False) -> dict[str, float]:
-    """config hash -> ``metric`` of the newest FINISHED run of the study made by this code
+def finished_metrics(tracker, study: str, any_code: bool = False) -> dict[str, dict[str, float]]:
+    """config hash -> the metrics of the newest FINISHED run of the study made by this code
     (``code_version``; any code with ``any_code``), from one search."""
     from seqbench.tracking import code_version
 
     runs = tracker.client.search_runs([tracker.experiment_id], f"tags.study = '{study}' and attributes.status = 'FINISHED'",
                                       order_by=["attributes.start_time DESC"], max_results=50000)
-    out: dict[str, float] = {}
+    out: dict[str, dict[str, float]] = {}
     for r in runs:
         h = r.data.tags.get("config_hash")
-        if h and h not in out and metric in r.data.metrics and (any_code or r.data.tags.get("code_version") == code_version()):
-            out[h] = r.data.metrics[metric]
+        if h and h not in out and (any_code or r.data.tags.get("code_version") == code_version()):
+            out[h] = r.data.metrics
     return out
 
 

@@ -22,9 +22,17 @@ def tuning_section(study: dict, choice: dict[str, dict]) -> list[str]:
     return ["## Tuning", "",
             f"Each grid point's setting was chosen on validation: one run per candidate at the tuning seed "
             f"{settings['seed']}" + (f" with {' '.join(settings['overrides'])}" if settings["overrides"] else "")
-            + f", lowest {settings['objective']} wins (bold); the comparison above ran at the chosen setting "
+            + f", {objectives(choice)} wins (bold); the comparison above ran at the chosen setting "
             f"over the study's seeds.", "",
             md_table(["grid point", *candidates, "chosen"], rows), ""]
+
+
+def objectives(choice: dict[str, dict]) -> str:
+    """"lowest val/best_loss" (or per point, where the points' objectives differ)."""
+    words = {p: f"{'lowest' if e['direction'] == 'min' else 'highest'} {e['objective']}" for p, e in choice.items()}
+    if len(set(words.values())) == 1:
+        return next(iter(words.values()))
+    return "per grid point " + "; ".join(f"{w} ({p})" for p, w in words.items())
 
 
 def importance_section(choice: dict[str, dict]) -> list[str]:
