@@ -57,7 +57,7 @@ def test_every_run_is_tagged_with_its_code_version(tmp_path, monkeypatch):
 
 def test_code_version_hashes_the_package_and_configs_only(tmp_path):
     """Files under src/seqbench and conf/ (tracked or untracked but not ignored) make the code;
-    docs, studies and ignored files (caches) do not."""
+    docs, studies, the report package and ignored files (caches) do not."""
     def version() -> str:
         _source_hash.cache_clear()
         return _source_hash(str(tmp_path))
@@ -77,6 +77,8 @@ def test_code_version_hashes_the_package_and_configs_only(tmp_path):
     assert clean == outside_git  # the contents decide, not how they are stored
     (tmp_path / "pipelines" / "study.yaml").write_text("name: s\n")
     (tmp_path / "README.md").write_text("docs\n")
+    (tmp_path / "src" / "seqbench" / "report").mkdir()             # reads runs, never makes them
+    (tmp_path / "src" / "seqbench" / "report" / "tables.py").write_text("rows = []\n")
     (tmp_path / "src" / "seqbench" / "__pycache__").mkdir()
     (tmp_path / "src" / "seqbench" / "__pycache__" / "a.pyc").write_bytes(b"\0")
     assert version() == clean

@@ -91,12 +91,16 @@ CODE_VERSION_VARIABLE = "SEQBENCH_CODE_VERSION"
 #: what "the code" of a run is: the package and the config groups (relative to PACKAGE_ROOT). Study
 #: files (pipelines/) only choose configurations, and what a configuration trains is its config_hash.
 CODE_PATHS = ("src/seqbench", "conf")
+#: inside CODE_PATHS but not the code of a run: the report package only reads finished runs, so
+#: fixing how a report prints a table leaves every run (and its reuse) as it was
+NOT_RUN_CODE = ("src/seqbench/report/",)
 
 
 def code_version() -> str:
     """The version of the code a run is made by (tag ``code_version``): a 16-hex-digit hash of the
     contents (and paths) of every file under ``src/seqbench`` and ``conf`` that git tracks or
-    would track (untracked, not ignored; outside git: every file but caches), so a committed,
+    would track (untracked, not ignored; outside git: every file but caches), except the report
+    package (``NOT_RUN_CODE``: it reads runs, never makes them), so a committed,
     an edited and an uncommitted checkout each get their own, equal contents the same one, and
     commits that touch only docs or studies change nothing. ``$SEQBENCH_CODE_VERSION`` overrides
     it. Computed once per process."""
@@ -113,6 +117,7 @@ def _source_hash(root: str) -> str:
     except (OSError, subprocess.CalledProcessError):  # not a git checkout (e.g. an installed copy)
         files = sorted(str(f.relative_to(base)) for d in CODE_PATHS for f in (base / d).rglob("*")
                        if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc")
+    files = [f for f in files if not f.startswith(NOT_RUN_CODE)]
     digest = hashlib.sha256()
     for name in files:
         path = base / name
