@@ -18,9 +18,8 @@ Protocol
   the timed blocks is reported (0.00 cores: the machine was ours).
 * A second table holds T fixed (256) and varies the batch x width (B x H): the log-space scan makes
   several exp/log passes over all B*T*H numbers (``torch.logcumsumexp`` forward, three more in its
-  backward), the sequential mode T small element-wise steps, and which costs less depends on the
-  shape and the threads (the modern study, 1 thread per job at B=64 and T=50-64, trains minGRU
-  2-6x faster step by step; pipelines/modern.yaml).
+  backward), the loop mode T fused multiply-adds on B*H numbers each way, the sequential mode T
+  autograd steps.
 Goal (issue 14): on CPU at T = 512 the minimal cells' training mode reaches >= 2x fused ``nn.GRU``
 tokens/s (the log-space scan alone does not: its logcumsumexp passes are the cost; ``loop`` is the
 CPU mode).
@@ -140,9 +139,11 @@ def main(argv=None) -> int:
              f"## Sequence length (B={B}, H={H})", "",
              table(times, length_points, [f"T={T} tok/s (× GRU)" for T in Ts]), "",
              f"## Batch x width at T={T_fixed}", "",
-             "The log-space scan makes several exp/log passes over all B·T·H numbers, the sequential "
-             "mode T element-wise steps on B·H numbers each: neither wins at every shape, so time "
-             "both modes at yours (they compute the same function).", "",
+             "The log-space scan makes several exp/log passes over all B·T·H numbers (its GPU strength, "
+             "parallel over T, does not help on 2 cores); the loop mode computes the gates of all steps "
+             "at once and then T fused multiply-adds on B·H numbers each way with no autograd graph; the "
+             "sequential mode runs T autograd steps. All three compute the same function; `mode=auto` "
+             "picks the loop on a CPU.", "",
              table(times, shape_points, [f"B={b} H={h} tok/s (× GRU)" for b, _, h in shape_points]), ""]
     text = "\n".join(lines)
     print(text)
