@@ -84,6 +84,13 @@ def selection(cfg: DictConfig) -> tuple[str, str]:
     return f"val/{name}", get_class(cfg.task._target_).selection_metrics[name]
 
 
+def best_metric(cfg: DictConfig) -> tuple[str, str]:
+    """The name under which a run logs its selection metric's best value (``val/best_loss``,
+    ``val/best_accuracy``...) and its direction: what tuning and reports rank runs by."""
+    monitor, direction = selection(cfg)
+    return monitor.replace("val/", "val/best_", 1), direction
+
+
 def early_stopping(cfg: DictConfig) -> EarlyStopping | None:
     """Lightning's EarlyStopping on the selection metric when ``early_stopping.patience`` is set:
     training ends once it has not improved by ``min_delta`` for ``patience`` epochs (else: the budget).
@@ -158,7 +165,7 @@ def run(cfg: DictConfig) -> dict:
         trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
         metrics.update(scalars(trainer.callback_metrics))
         if checkpoint.best_model_score is not None:
-            metrics[monitor.replace("val/", "val/best_", 1)] = float(checkpoint.best_model_score)
+            metrics[best_metric(cfg)[0]] = float(checkpoint.best_model_score)
         metrics["num_parameters"] = module.num_parameters()
         if (stack := getattr(module, "stack", None)) is not None:
             metrics["hidden_size"] = stack.hidden_size  # the one used (model.param_budget may choose it)

@@ -74,10 +74,9 @@ def objective_for(study: dict, cfg: DictConfig) -> tuple[str, str]:
     settings = tuning(study)
     if settings["objective"]:
         return settings["objective"], settings["direction"]
-    from seqbench.run import selection
+    from seqbench.run import best_metric
 
-    monitor, direction = selection(cfg)
-    return monitor.replace("val/", "val/best_", 1), direction
+    return best_metric(cfg)
 
 
 def point_key(grid: dict, overrides: list[str]) -> str:

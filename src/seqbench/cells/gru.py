@@ -7,7 +7,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from seqbench.cells import register_scratch
-from seqbench.cells.scratch import (ScratchStack, backward_operand, final_state, input_projection,
+from seqbench.cells.scratch import (ScratchStack, final_state, input_projection,
                                     new_buffer, projection_grads, recurrent_weight_grad, rows,
                                     start_hidden_grad, steps)
 
@@ -67,7 +67,7 @@ class GRURecurrence(torch.autograd.Function):
         D = new_buffer(G, (T, B, 4 * H), ns[-1] < B)
         Dh = D[..., :3 * H].unbind(0)                         # hidden side, rows (n, r, z)
         dNR, dR, dZ, dN = (D[..., k * H:(k + 1) * H].unbind(0) for k in range(4))
-        w_hh_nrz = backward_operand(torch.cat([w_hh[2 * H:], w_hh[:2 * H]]))
+        w_hh_nrz = torch.cat([w_hh[2 * H:], w_hh[:2 * H]])
         dh = start_hidden_grad(dhT, dY, ns)
         ones, tmp = G.new_ones(B, H), G.new_empty(B, H)
         for t in range(T - 1, -1, -1):

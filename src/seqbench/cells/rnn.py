@@ -7,7 +7,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from seqbench.cells import register_scratch
-from seqbench.cells.scratch import (ScratchStack, all_grads, backward_operand, final_state,
+from seqbench.cells.scratch import (ScratchStack, all_grads, final_state,
                                     hidden_grad_step, input_projection, new_buffer, rows,
                                     start_hidden_grad, steps)
 from seqbench.errors import choice_error
@@ -50,12 +50,12 @@ class RNNRecurrence(torch.autograd.Function):
         deriv = Y.gt(0).to(Y.dtype) if ctx.relu else torch.addcmul(torch.ones_like(Y), Y, Y, value=-1)
         dA = new_buffer(Y, Y.shape, ns[-1] < B)
         dAs, dYs, derivs = dA.unbind(0), dY.unbind(0), deriv.unbind(0)
-        dh, w_back = start_hidden_grad(dhT, dY, ns), backward_operand(w_hh)
+        dh = start_hidden_grad(dhT, dY, ns)
         for t in range(T - 1, -1, -1):
             n = ns[t]
             da = rows(dAs, t, n, B)
             torch.mul(dh[:n], derivs[t][:n], out=da)
-            hidden_grad_step(dh, dYs, da, w_back, t, ns)
+            hidden_grad_step(dh, dYs, da, w_hh, t, ns)
         dx, dw_ih, dw_hh, db = all_grads(dA, x, w_ih, Y, h0, ctx.needs_input_grad[3])
         return None, None, None, dx, dw_ih, dw_hh, db, db, dh
 

@@ -325,14 +325,6 @@ def start_hidden_grad(dhT: Tensor, dY: Tensor, ns: Sequence[int]) -> Tensor:
     return dh
 
 
-def backward_operand(w_hh: Tensor) -> Tensor:
-    """W_hh with the same values, stored column-major (a transposed copy, viewed back).
-
-    For the small-batch products ``dgates_t @ W_hh`` of the backward walk, MKL is faster with
-    this layout (measured: ~1.4x at B=20, H=650; on par at B=64, H=256)."""
-    return w_hh.t().contiguous().t()
-
-
 def hidden_grad_step(dh: Tensor, dYs: Sequence[Tensor], dgates: Tensor, w_hh: Tensor, t: int,
                      ns: Sequence[int]) -> None:
     """``dh <- dgates_t W_hh + dy_{t-1}`` on the active rows: the gradient w.r.t. h_{t-1}."""
@@ -357,21 +349,11 @@ def projection_grads(dG: Tensor, x: Tensor, w_ih: Tensor,
 
 def all_grads(dG: Tensor, x: Tensor, w_ih: Tensor, y: Tensor, h0: Tensor,
               need_dx: bool) -> tuple[Optional[Tensor], Tensor, Tensor, Tensor]:
-    """``dx, dW_ih, dW_hh, db`` when the same pre-activation gradients ``dG`` feed both weights.
-
-    Both weight gradients come from one matmul over all steps, ``[x_t | h_{t-1}]^T dG`` (their
-    transposes, stacked): on the benchmark sizes this one product runs 10-25% faster than the
-    two ``dG^T x`` and ``dG^T h``."""
-    T, B, I = x.shape
-    H = y.shape[2]
-    xh = x.new_empty(T, B, I + H)                            # [x_t | h_{t-1}]
-    xh[..., :I] = x
-    xh[0, :, I:] = h0
-    xh[1:, :, I:] = y[:-1]
-    dG2 = dG.reshape(T * B, -1)
-    dw_t = torch.mm(xh.view(T * B, I + H).t(), dG2)         # (I + H, G*H) = [dW_ih | dW_hh]^T
-    dx = torch.mm(dG2, w_ih).view(x.shape) if need_dx else None
-    return dx, dw_t[:I].t().contiguous(), dw_t[I:].t().contiguous(), dG2.sum(0)
+    """``dx, dW_ih, dW_hh, db`` when the same pre-activation gradients ``dG`` feed both weights:
+    :func:`projection_grads` and :func:`recurrent_weight_grad`, each written in the weights' own
+    (row-major) layout, so that no transposed copy of a weight-sized matrix is needed."""
+    dx, dw_ih, db = projection_grads(dG, x, w_ih, need_dx)
+    return dx, dw_ih, recurrent_weight_grad(dG, y, h0), db
 
 
 # ------------------------------------------------------------------------ weight transfer
