@@ -54,6 +54,29 @@ def test_exception_ends_run_failed_with_reason(tmp_path):
     assert run.data.tags["failure_reason"] == "RuntimeError: out of memory at step 7"
 
 
+def test_signal_while_the_run_is_being_set_up_ends_it_killed(tmp_path, monkeypatch):
+    """SIGTERM can land after the run is created but before training (its params and config are
+    still being written, seconds on a loaded machine): the run ends KILLED, never stays RUNNING."""
+    from seqbench.errors import Terminated
+
+    tracker = Tracker(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="seqbench",
+                      artifact_location=str(tmp_path / "a"))
+    cfg = OmegaConf.create({"task": {"name": "lm"}, "data": {"name": "d"}, "tokenizer": {"name": "t"},
+                            "model": {"name": "m", "cell": "m"}, "seed": 0, "paths": {"root": "/x"}})
+
+    def signalled(*args, **kwargs):
+        raise Terminated(15)
+
+    monkeypatch.setattr(tracker, "log_text", signalled)  # the last write of start(): config.yaml
+    with pytest.raises(Terminated):
+        with tracker.active(cfg):
+            pytest.fail("the job body must not run")
+    run = tracker.client.get_run(tracker.run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.params["seed"] == "0"
+    assert run.data.tags["failure_reason"] == "Terminated: terminated by signal 15 (SIGTERM)"
+
+
 def test_flatten_nested_config():
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}) == {"a.b": 1, "a.c.d": [1, 2], "e": None}
 

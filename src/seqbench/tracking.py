@@ -314,17 +314,22 @@ class Tracker:
         """Start the run; end it FINISHED, or FAILED with the exception as reason (re-raised).
         With ``log_system_metrics``, MLflow's monitor samples CPU, memory (and GPU) as
         ``system/*`` metrics every ``system_metrics_interval_s`` seconds while the run is open."""
-        self.start(cfg)
+        self.run_id = None
         monitor = None
-        if self.log_system_metrics:
-            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-            monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.system_metrics_interval_s,
-                                           tracking_uri=self.tracking_uri)
-            monitor.start()
         try:
+            # inside the try: a signal that lands while the params are written (a loaded machine
+            # can take seconds) must end the just-created run KILLED too, never leave it RUNNING
+            self.start(cfg)
+            if self.log_system_metrics:
+                from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+                monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.system_metrics_interval_s,
+                                               tracking_uri=self.tracking_uri)
+                monitor.start()
             yield self
         except BaseException as e:
+            if self.run_id is None:  # failed before the run existed: nothing to record
+                raise
             if monitor is not None:
                 monitor.finish()
             reason = f"{type(e).__name__}: {e}".strip()
