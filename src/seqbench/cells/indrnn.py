@@ -11,10 +11,21 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from seqbench.cells import register_scratch
-from seqbench.cells.rnn import ACTIVATIONS
-from seqbench.cells.scratch import (ScratchStack, final_state, input_projection, new_buffer,
-                                    projection_grads, rows, start_hidden_grad, steps)
+from seqbench.cells.rnn import ACTIVATIONS, activated_steps, activated_steps_backward
+from seqbench.cells.scratch import ScratchStack, final_state, input_projection, projection_grads, steps
 from seqbench.errors import ConfigError, choice_error
+
+
+def self_hidden_grad_step(dh: Tensor, dYs, da: Tensor, u: Tensor, t: int, ns) -> None:
+    """``dh <- u * da_t + dy_{t-1}`` on the active rows: the gradient w.r.t. h_{t-1} through each
+    unit's own recurrent weight (the elementwise counterpart of ``hidden_grad_step``)."""
+    n = ns[t]
+    if t == 0:                                               # every row is active at step 0
+        torch.mul(da, u, out=dh[:n])
+        return
+    torch.addcmul(dYs[t - 1][:n], da, u, out=dh[:n])
+    if ns[t - 1] > n:                                        # rows whose last step is t-1
+        dh[n:ns[t - 1]] += dYs[t - 1][n:ns[t - 1]]
 
 
 class IndRNNRecurrence(torch.autograd.Function):
@@ -31,14 +42,7 @@ class IndRNNRecurrence(torch.autograd.Function):
         T, B, _ = x.shape
         ns = steps(T, B, batch_sizes)
         Y = input_projection(x, w_ih, b_ih)                  # a_t, activated in place -> h_t
-        Ys = Y.unbind(0)
-        for t in range(T):
-            n = ns[t]
-            a = rows(Ys, t, n, B)
-            a.addcmul_(h0[:n] if t == 0 else Ys[t - 1][:n], u)
-            a.relu_() if relu else a.tanh_()
-            if n < B:
-                Ys[t][n:].zero_()
+        activated_steps(Y, h0, ns, relu, lambda a, h_prev: a.addcmul_(h_prev, u))
         ctx.relu, ctx.ns = relu, ns
         ctx.save_for_backward(x, w_ih, u, h0, Y)
         return Y, final_state(Y, last)
@@ -47,20 +51,9 @@ class IndRNNRecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dY, dhT):
         x, w_ih, u, h0, Y = ctx.saved_tensors
-        ns, (T, B, H) = ctx.ns, Y.shape
-        deriv = Y.gt(0).to(Y.dtype) if ctx.relu else torch.addcmul(torch.ones_like(Y), Y, Y, value=-1)
-        dA = new_buffer(Y, Y.shape, ns[-1] < B)
-        dAs, dYs, derivs = dA.unbind(0), dY.unbind(0), deriv.unbind(0)
-        dh = start_hidden_grad(dhT, dY, ns)
-        for t in range(T - 1, -1, -1):
-            n = ns[t]
-            da = torch.mul(dh[:n], derivs[t][:n], out=rows(dAs, t, n, B))
-            if t == 0:                                       # every row is active at step 0
-                torch.mul(da, u, out=dh[:n])
-                continue
-            torch.addcmul(dYs[t - 1][:n], da, u, out=dh[:n])
-            if ns[t - 1] > n:                                # rows whose last step is t-1
-                dh[n:ns[t - 1]] += dYs[t - 1][n:ns[t - 1]]
+        ns = ctx.ns
+        dA, dh = activated_steps_backward(Y, dY, dhT, ns, ctx.relu,
+                                          lambda g, dYs, da, t: self_hidden_grad_step(g, dYs, da, u, t, ns))
         h_prev = torch.cat([h0.unsqueeze(0), Y[:-1]])        # padding rows of dA are zero
         du = (dA * h_prev).sum((0, 1))
         dx, dw_ih, db = projection_grads(dA, x, w_ih, ctx.needs_input_grad[3])

@@ -38,6 +38,35 @@ def sum_times_previous_cell(P: torch.Tensor, C: torch.Tensor, c0: torch.Tensor) 
     return (P[0] * c0).sum(0) + (P[1:] * C[:-1]).sum((0, 1))
 
 
+def cell_state_walk(dG: torch.Tensor, cell_gates: int, P_o: torch.Tensor, Q: torch.Tensor, R: torch.Tensor,
+                    dY: torch.Tensor, dhT: torch.Tensor, dcT: torch.Tensor, w_hh: torch.Tensor,
+                    ns: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reverse walk over the steps of an LSTM-type recurrence, given its per-step factors.
+
+    ``dG`` holds, per step, the factors of the ``cell_gates`` gate blocks whose gradient is a
+    multiple of dc (LSTM: i, f, g; CIFG: f, g) followed by ``P_o`` (a view of its o block);
+    they become the pre-activation gradients in place. A step (dh: w.r.t. h_t, dc: w.r.t. c_t)::
+
+        da_o = P_o dh,   dc += Q dh,   da_k = P_k dc (each cell gate k),   dc_{t-1} = R dc,
+        dh_{t-1} = dy_{t-1} + da W_hh
+
+    Returns the gradients w.r.t. the initial state (h0, c0)."""
+    T, B, _ = dG.shape
+    H = Q.shape[2]
+    dGs, dcell, dO = dG.unbind(0), dG[..., :cell_gates * H].unbind(0), P_o.unbind(0)
+    Rs, Qs, dYs = R.unbind(0), Q.unbind(0), dY.unbind(0)
+    dh, dc = start_hidden_grad(dhT, dY, ns), dcT.clone()
+    for t in range(T - 1, -1, -1):
+        n = ns[t]
+        dh_, dc_ = dh[:n], dc[:n]
+        rows(dO, t, n, B).mul_(dh_)                                          # da_o = P_o dh
+        dc_.addcmul_(rows(Qs, t, n, B), dh_)                                 # dc += Q dh
+        rows(dcell, t, n, B).view(n, cell_gates, H).mul_(dc_.unsqueeze(1))   # da_k = P_k dc
+        dc_.mul_(rows(Rs, t, n, B))                                          # dc_{t-1} = R dc
+        hidden_grad_step(dh, dYs, rows(dGs, t, n, B), w_hh, t, ns)
+    return dh, dc
+
+
 class LSTMRecurrence(torch.autograd.Function):
     """One direction of an LSTM (gate order i, f, g=c~, o), optionally with peepholes.
 
@@ -120,17 +149,7 @@ class LSTMRecurrence(torch.autograd.Function):
         mask = padding_mask(x, ns if ns[-1] < B else None)
         if mask is not None:                                 # rows past a sequence's end: zero
             dG.mul_(mask)
-        dGs, dIFG, dO = dG.unbind(0), dG[..., :3 * H].unbind(0), P_o.unbind(0)
-        Rs, Qs, dYs = R.unbind(0), Q.unbind(0), dY.unbind(0)
-        dh, dc = start_hidden_grad(dhT, dY, ns), dcT.clone()
-        for t in range(T - 1, -1, -1):
-            n = ns[t]
-            dh_, dc_ = dh[:n], dc[:n]
-            rows(dO, t, n, B).mul_(dh_)                      # da_o = dh tanh(c_t) o(1-o)
-            dc_.addcmul_(rows(Qs, t, n, B), dh_)             # dc += dh Q
-            rows(dIFG, t, n, B).view(n, 3, H).mul_(dc_.unsqueeze(1))   # da_i, da_f, da_g
-            dc_.mul_(rows(Rs, t, n, B))
-            hidden_grad_step(dh, dYs, rows(dGs, t, n, B), w_hh, t, ns)
+        dh, dc = cell_state_walk(dG, 3, P_o, Q, R, dY, dhT, dcT, w_hh, ns)
         dx, dw_ih, dw_hh, db = all_grads(dG, x, w_ih, Y, h0, ctx.needs_input_grad[3])
         dpeep = ()
         if peephole:                                         # sum_t da * c_{t-1} (i, f), da_o * c_t
@@ -202,17 +221,7 @@ class CIFGRecurrence(torch.autograd.Function):
         mask = padding_mask(x, ns if ns[-1] < B else None)
         if mask is not None:                                 # rows past a sequence's end: zero
             dG.mul_(mask)
-        dGs, dFG, dO = dG.unbind(0), dG[..., :2 * H].unbind(0), P_o.unbind(0)
-        Fs, Qs, dYs = f.unbind(0), Q.unbind(0), dY.unbind(0)
-        dh, dc = start_hidden_grad(dhT, dY, ns), dcT.clone()
-        for t in range(T - 1, -1, -1):
-            n = ns[t]
-            dh_, dc_ = dh[:n], dc[:n]
-            rows(dO, t, n, B).mul_(dh_)                      # da_o = dh tanh(c_t) o(1-o)
-            dc_.addcmul_(rows(Qs, t, n, B), dh_)             # dc += dh o (1 - tanh(c_t)^2)
-            rows(dFG, t, n, B).view(n, 2, H).mul_(dc_.unsqueeze(1))    # da_f, da_g
-            dc_.mul_(rows(Fs, t, n, B))
-            hidden_grad_step(dh, dYs, rows(dGs, t, n, B), w_hh, t, ns)
+        dh, dc = cell_state_walk(dG, 2, P_o, Q, f, dY, dhT, dcT, w_hh, ns)   # R = f
         dx, dw_ih, dw_hh, db = all_grads(dG, x, w_ih, Y, h0, ctx.needs_input_grad[2])
         return None, None, dx, dw_ih, dw_hh, db, db, dh, dc
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from seqbench.cells import register_scratch
@@ -13,6 +15,41 @@ from seqbench.cells.scratch import (ScratchStack, all_grads, final_state,
 from seqbench.errors import choice_error
 
 ACTIVATIONS = ("tanh", "relu")
+
+
+def activated_steps(Y: Tensor, h0: Tensor, ns: Sequence[int], relu: bool,
+                    add_recurrent: Callable[[Tensor, Tensor], object]) -> None:
+    """``h_t = act(a_t + r(h_{t-1}))`` step by step, in place of ``Y`` (holding a_t on entry);
+    ``add_recurrent(a, h_prev)`` adds r(h_{t-1}) to the active rows ``a`` in place (Elman:
+    ``W_hh h``, IndRNN: ``u * h``). Rows past a sequence's end stay zero."""
+    T, B = Y.shape[:2]
+    Ys = Y.unbind(0)
+    for t in range(T):
+        n = ns[t]
+        a = rows(Ys, t, n, B)
+        add_recurrent(a, h0[:n] if t == 0 else Ys[t - 1][:n])
+        a.relu_() if relu else a.tanh_()
+        if n < B:
+            Ys[t][n:].zero_()
+
+
+def activated_steps_backward(Y: Tensor, dY: Tensor, dhT: Tensor, ns: Sequence[int], relu: bool,
+                             hidden_step: Callable[[Tensor, Sequence[Tensor], Tensor, int], None]
+                             ) -> tuple[Tensor, Tensor]:
+    """The reverse walk of :func:`activated_steps`: ``da_t = dh_t act'(a_t)`` with act' from h_t
+    alone (tanh: 1 - h_t^2, relu: [h_t > 0], for all steps at once), then
+    ``hidden_step(dh, dYs, da, t)`` turns dh into the gradient w.r.t. h_{t-1}. Returns
+    ``(dA, dh0)``; the rows of dA past a sequence's end are zero."""
+    T, B = Y.shape[:2]
+    deriv = Y.gt(0).to(Y.dtype) if relu else torch.addcmul(torch.ones_like(Y), Y, Y, value=-1)
+    dA = new_buffer(Y, Y.shape, ns[-1] < B)
+    dAs, dYs, derivs = dA.unbind(0), dY.unbind(0), deriv.unbind(0)
+    dh = start_hidden_grad(dhT, dY, ns)
+    for t in range(T - 1, -1, -1):
+        n = ns[t]
+        da = torch.mul(dh[:n], derivs[t][:n], out=rows(dAs, t, n, B))
+        hidden_step(dh, dYs, da, t)
+    return dA, dh
 
 
 class RNNRecurrence(torch.autograd.Function):
@@ -29,14 +66,8 @@ class RNNRecurrence(torch.autograd.Function):
         T, B, _ = x.shape
         ns = steps(T, B, batch_sizes)
         Y = input_projection(x, w_ih, b_ih + b_hh)           # a_t, activated in place -> h_t
-        Ys, w_hh_t = Y.unbind(0), w_hh.t()
-        for t in range(T):
-            n = ns[t]
-            a = rows(Ys, t, n, B)
-            a.addmm_(h0[:n] if t == 0 else Ys[t - 1][:n], w_hh_t)
-            a.relu_() if relu else a.tanh_()
-            if n < B:
-                Ys[t][n:].zero_()
+        w_hh_t = w_hh.t()
+        activated_steps(Y, h0, ns, relu, lambda a, h_prev: a.addmm_(h_prev, w_hh_t))
         ctx.relu, ctx.ns = relu, ns
         ctx.save_for_backward(x, w_ih, w_hh, h0, Y)
         return Y, final_state(Y, last)
@@ -45,17 +76,9 @@ class RNNRecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dY, dhT):
         x, w_ih, w_hh, h0, Y = ctx.saved_tensors
-        ns, (T, B, H) = ctx.ns, Y.shape
-        # act'(a_t) for all steps at once (only the active rows are read)
-        deriv = Y.gt(0).to(Y.dtype) if ctx.relu else torch.addcmul(torch.ones_like(Y), Y, Y, value=-1)
-        dA = new_buffer(Y, Y.shape, ns[-1] < B)
-        dAs, dYs, derivs = dA.unbind(0), dY.unbind(0), deriv.unbind(0)
-        dh = start_hidden_grad(dhT, dY, ns)
-        for t in range(T - 1, -1, -1):
-            n = ns[t]
-            da = rows(dAs, t, n, B)
-            torch.mul(dh[:n], derivs[t][:n], out=da)
-            hidden_grad_step(dh, dYs, da, w_hh, t, ns)
+        ns = ctx.ns
+        dA, dh = activated_steps_backward(Y, dY, dhT, ns, ctx.relu,
+                                          lambda g, dYs, da, t: hidden_grad_step(g, dYs, da, w_hh, t, ns))
         dx, dw_ih, dw_hh, db = all_grads(dA, x, w_ih, Y, h0, ctx.needs_input_grad[3])
         return None, None, None, dx, dw_ih, dw_hh, db, db, dh
 
