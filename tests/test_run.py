@@ -200,14 +200,14 @@ def test_terminated_run_is_recorded_killed(tmp_path, multirun):
         wait_for(lambda: running_runs(tmp_path / "mlflow.db") == expected)
         time.sleep(2)  # inside training
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.communicate(timeout=120)
+        _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     _, runs = runs_in(tmp_path)
     assert len(runs) == expected
     for r in runs:
-        assert r.info.status == "KILLED", (r.info.status, r.data.tags.get("failure_reason"))
+        assert r.info.status == "KILLED", (r.info.status, r.data.tags.get("failure_reason"), stderr[-4000:])
         assert "Terminated: terminated by signal 15 (SIGTERM)" in r.data.tags["failure_reason"]
 
 

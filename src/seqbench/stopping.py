@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 from seqbench.errors import Terminated
@@ -19,11 +20,39 @@ from seqbench.errors import Terminated
 stopped_by: list[int] = []
 
 
+#: modules whose code runs tracking-store transactions: a signal is not raised inside them
+STORE_MODULES = ("mlflow", "sqlalchemy", "sqlite3", "alembic")
+#: how often a deferred signal is re-delivered, and for how long at most
+REDELIVER_S, MAX_DEFER_S = 0.05, 30.0
+_deferred_since: list[float] = []
+
+
+def in_store_call(frame) -> bool:
+    """Whether ``frame`` (or a caller) runs code of :data:`STORE_MODULES`."""
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(STORE_MODULES):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def stop_job(signum, frame):
     """In a process that runs jobs: end the run in flight as KILLED with the signal as reason (the
-    tracker records it); jobs this process would run next are skipped."""
+    tracker records it); jobs this process would run next are skipped.
+
+    A signal that lands inside a tracking-store call is re-delivered every ``REDELIVER_S`` until
+    the call has returned: raised inside it, it would leave the call's transaction open and its
+    sqlite lock held, so that no job could write its run's end (seen with two jobs stopped at once)."""
+    if not stopped_by:
+        stopped_by.append(signum)
+    if in_store_call(frame):
+        _deferred_since[:] = _deferred_since or [time.monotonic()]
+        if time.monotonic() - _deferred_since[0] < MAX_DEFER_S:
+            redeliver = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), signum))
+            redeliver.daemon = True
+            redeliver.start()
+            return
     signal.signal(signum, signal.SIG_IGN)  # a second signal must not interrupt the recording
-    stopped_by.append(signum)
     raise Terminated(signum)
 
 

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -179,6 +180,20 @@ def first_use_lock(tracking_uri: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def end_of(e: BaseException) -> tuple[str, str]:
+    """The status and reason of a run that ``e`` ended: KILLED if the process was told to stop
+    (Ctrl-C, or a signal recorded in ``stopping.stopped_by``, even where the signal surfaced as
+    another error: one that lands inside a store write comes out as the store's error), else FAILED."""
+    from seqbench.stopping import stopped_by
+
+    reason = f"{type(e).__name__}: {e}".strip()
+    if isinstance(e, (KeyboardInterrupt, Terminated)):
+        return "KILLED", reason
+    if stopped_by:
+        return "KILLED", f"Terminated: {Terminated(stopped_by[0])} (it surfaced as {reason})"
+    return "FAILED", reason
+
+
 class Tracker:
     """Owns one MLflow run. Construct on rank 0 only; other ranks use :class:`NullTracker`."""
 
@@ -288,7 +303,6 @@ class Tracker:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None, run_id: str | None = None) -> None:
         """One batch of metrics on this run (or on ``run_id``, e.g. a study's parent run)."""
         from mlflow.entities import Metric
-        import time
 
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
@@ -309,9 +323,31 @@ class Tracker:
             self.client.set_tag(self.run_id, "failure_reason", reason[:5000])
         self.client.set_terminated(self.run_id, status)
 
+    def record_end(self, status: str, reason: str | None = None, patience_s: float = 60.0) -> None:
+        """:meth:`finish`, retried with backoff (on a fresh client) for up to ``patience_s`` seconds.
+
+        The end is the one write that must land. Parallel jobs of a sweep often end at the same
+        moment (a signal stops them all), and a local sqlite store then refuses one of two
+        concurrent read-then-write transactions at once with "database is locked" (sqlite's
+        deadlock avoidance, which skips the busy timeout); a signal landing inside a store write
+        can also leave the client's connection unusable."""
+        from mlflow import MlflowClient
+
+        deadline, delay = time.monotonic() + patience_s, 0.05
+        while True:
+            try:
+                return self.finish(status, reason)
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(2 * delay, 2.0)
+                self.client = MlflowClient(self.tracking_uri)
+
     @contextmanager
     def active(self, cfg: DictConfig) -> Iterator["Tracker"]:
-        """Start the run; end it FINISHED, or FAILED with the exception as reason (re-raised).
+        """Start the run; end it FINISHED, or KILLED / FAILED with the exception as reason
+        (:func:`end_of`; re-raised), the end written until it lands (:meth:`record_end`).
         With ``log_system_metrics``, MLflow's monitor samples CPU, memory (and GPU) as
         ``system/*`` metrics every ``system_metrics_interval_s`` seconds while the run is open."""
         self.run_id = None
@@ -332,19 +368,12 @@ class Tracker:
                 raise
             if monitor is not None:
                 monitor.finish()
-            reason = f"{type(e).__name__}: {e}".strip()
-            status = "KILLED" if isinstance(e, (KeyboardInterrupt, Terminated)) else "FAILED"
-            try:
-                self.finish(status, reason)
-            except Exception:  # a signal can land inside a store write: retry on a fresh client
-                from mlflow import MlflowClient
-
-                self.client = MlflowClient(self.tracking_uri)
-                self.finish(status, reason)
+            status, reason = end_of(e)
+            self.record_end(status, reason)
             raise
         if monitor is not None:
             monitor.finish()
-        self.finish("FINISHED")
+        self.record_end("FINISHED")
 
     def ui_command(self) -> str:
         return f"mlflow ui --backend-store-uri {self.tracking_uri} --host 127.0.0.1 --port 5000"
