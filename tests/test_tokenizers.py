@@ -179,3 +179,33 @@ def test_word_level_reports_the_unk_rate():
     ids = tok.encode(text)
     assert ids.count(tok.unk_id) == 2  # " zebra", " quokka"
     assert m["test/unk_rate"] == pytest.approx(ids[1:].count(tok.unk_id) / (len(ids) - 1))
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "unigram"])
+def test_learned_tokens_are_numbered_in_sorted_order_after_the_specials(kind):
+    """WordPiece and Unigram ids come out of HF's trainers in hash-map order (new in every
+    process); renumbered, they follow the sorted tokens, and the tokenizer still round-trips."""
+    trained = sized(kind).train(iter(TRAIN))
+    vocab = trained.hf.get_vocab()
+    by_id = sorted(vocab, key=vocab.get)
+    assert by_id[:len(SPECIALS)] == SPECIALS and sorted(vocab.values()) == list(range(len(vocab)))
+    assert by_id[len(SPECIALS):] == sorted(by_id[len(SPECIALS):])
+    assert trained.decode(trained.encode(SEEN)) == SEEN
+
+
+@needs_data("tinyshakespeare", "input.txt")
+def test_unigram_gives_the_same_ids_in_every_process():
+    """Two processes train the Unigram tokenizer on the same text: the same id for every token
+    (HF's trainer alone numbers them differently in every process)."""
+    import subprocess
+    import sys
+
+    from conftest import DATA_DIR
+
+    code = ("import json, sys; from seqbench.tokenizers import UnigramTokenizer\n"
+            "text = open(sys.argv[1], encoding='utf-8').read()[:200_000].splitlines(keepends=True)\n"
+            "print(json.dumps(sorted(UnigramTokenizer(vocab_size=500).train(iter(text)).hf.get_vocab().items())))")
+    path = str(DATA_DIR / "tinyshakespeare" / "input.txt")
+    vocabs = [subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, check=True).stdout
+              for _ in range(2)]
+    assert len(vocabs[0]) > 1000 and vocabs[0] == vocabs[1]

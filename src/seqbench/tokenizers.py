@@ -35,7 +35,7 @@ from seqbench.errors import ConfigError
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = [PAD, UNK, BOS, EOS]
 #: bump when a recipe below changes, so cached tokenizers are retrained
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 #: word pre-tokens (GPT-2 style): a word/number/punctuation run with at most one leading space,
 #: or a whitespace run (its last space stays with the next word). Concatenating them is the text.
 WORD_PATTERN = r" ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -99,6 +99,9 @@ class TokenizerSpec:
     """
 
     name: str = "base"
+    #: whether the trainer numbers the tokens it learns in an order that changes from process to
+    #: process (then :func:`renumbered` fixes it)
+    unstable_ids: ClassVar[bool] = False
 
     def build(self) -> tuple[Tokenizer, trainers.Trainer]:
         raise NotImplementedError
@@ -106,11 +109,31 @@ class TokenizerSpec:
     def train(self, texts: Iterable[str]) -> TrainedTokenizer:
         tok, trainer = self.build()
         tok.train_from_iterator(texts, trainer=trainer)
-        return TrainedTokenizer(tok, self.name)
+        return TrainedTokenizer(renumbered(tok) if self.unstable_ids else tok, self.name)
 
     def fingerprint(self) -> str:
         return json.dumps({"class": type(self).__name__, "recipe": RECIPE_VERSION, **asdict(self)},
                           sort_keys=True)
+
+
+def renumbered(tok: Tokenizer) -> Tokenizer:
+    """``tok`` with the tokens it learned numbered in sorted order after the specials (ids 0-3).
+
+    HF's WordPiece and Unigram trainers learn the same vocabulary and segmentation in every
+    process but number it in hash-map order, which changes from process to process; the ids
+    (and so the embedding row a seeded init gives each token) would differ between two runs of
+    one configuration. Sorting makes the same training text give the same ids."""
+    spec = json.loads(tok.to_str())
+    model = spec["model"]
+    if isinstance(model["vocab"], dict):  # token -> id (WordPiece)
+        by_id = sorted(model["vocab"], key=model["vocab"].get)
+        order = by_id[:len(SPECIALS)] + sorted(by_id[len(SPECIALS):])
+        model["vocab"] = {t: i for i, t in enumerate(order)}
+    else:  # [token, score] pairs, the id being the position (Unigram)
+        pieces = model["vocab"]
+        model["vocab"] = pieces[:len(SPECIALS)] + sorted(pieces[len(SPECIALS):], key=lambda p: p[0])
+    assert [t if isinstance(t, str) else t[0] for t in model["vocab"]][:len(SPECIALS)] == SPECIALS
+    return Tokenizer.from_str(json.dumps(spec))
 
 
 @dataclass
@@ -194,10 +217,16 @@ class BPETokenizer(_SizedSpec):
 @dataclass
 class WordPieceTokenizer(_SizedSpec):
     """WordPiece (Schuster & Nakajima 2012; BERT's greedy longest-match) over ``WORD_PATTERN``
-    pre-tokens, so whitespace is kept; a pre-token with an unseen character becomes one <unk>."""
+    pre-tokens, so whitespace is kept; a pre-token with an unseen character becomes one <unk>.
+
+    Renumbered after training (:func:`renumbered`). HF's trainer can still learn a slightly
+    different vocabulary in another process: it breaks ties between equally frequent merges by
+    ids given in hash-map order (huggingface/tokenizers#1794, open); the disk cache keeps one
+    machine's runs on one vocabulary."""
 
     name: str = "wordpiece"
     min_frequency: int = 1
+    unstable_ids: ClassVar[bool] = True
 
     def build(self):
         tok = Tokenizer(models.WordPiece(unk_token=UNK, max_input_chars_per_word=1000))
@@ -213,6 +242,7 @@ class UnigramTokenizer(_SizedSpec):
     """Unigram LM (Kudo 2018, SentencePiece): spaces become ``▁`` and start pieces."""
 
     name: str = "unigram"
+    unstable_ids: ClassVar[bool] = True
 
     def build(self):
         tok = Tokenizer(models.Unigram())
