@@ -46,7 +46,8 @@ def stop_job(signum, frame):
     if not stopped_by:
         stopped_by.append(signum)
     if in_store_call(frame):
-        _deferred_since[:] = _deferred_since or [time.monotonic()]
+        if not _deferred_since:                          # the first deferral starts the clock
+            _deferred_since.append(time.monotonic())
         if time.monotonic() - _deferred_since[0] < MAX_DEFER_S:
             redeliver = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), signum))
             redeliver.daemon = True

@@ -25,17 +25,24 @@ from seqbench.cells.scratch import (ForgetBiasMixin, ScratchStack, all_grads, fi
                                     rows, start_hidden_grad, steps)
 
 
-def times_previous_cell(P: torch.Tensor, C: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
-    """``P_t *= c_{t-1}`` in place for every step (c_{-1} = c0, c_t = C[t]), without building
-    the shifted copy of C."""
-    P[0].mul_(c0)
-    P[1:].mul_(C[:-1])
-    return P
+def doubled_rows(w: torch.Tensor, rows_: slice) -> torch.Tensor:
+    """A copy of ``w`` with ``w[rows_]`` doubled: the c~ block's pre-activations become 2 a_g, so
+    that one sigmoid over all gates gives sigma(2 a_g), and c~ = tanh(a_g) = 2 sigma(2 a_g) - 1."""
+    w = w.clone()
+    w[rows_] *= 2
+    return w
+
+
+#: dL/dy * y (1 - y) and dL/dy * (1 - y^2) from the activations y, each one kernel with an ``out``:
+#: the all-steps factors of the backward below are single passes over (T, B, H) arrays.
+sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input
+tanh_backward = torch.ops.aten.tanh_backward.grad_input
 
 
 def sum_times_previous_cell(P: torch.Tensor, C: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
-    """``sum_t sum_b P_t * c_{t-1}`` over steps and rows: a peephole weight's gradient."""
-    return (P[0] * c0).sum(0) + (P[1:] * C[:-1]).sum((0, 1))
+    """``sum_t sum_b P_t[k] * c_{t-1}`` over steps and rows for each block k of ``P (T, B, K, H)``:
+    the gradients of the peephole weights on c_{t-1}, all blocks in one pass. Returns (K, H)."""
+    return (P[0] * c0.unsqueeze(1)).sum(0) + (P[1:] * C[:-1].unsqueeze(2)).sum((0, 1))
 
 
 def cell_state_walk(dG: torch.Tensor, cell_gates: int, P_o: torch.Tensor, Q: torch.Tensor, R: torch.Tensor,
@@ -87,6 +94,9 @@ class LSTMRecurrence(torch.autograd.Function):
     P_f = c_{t-1} f(1-f), P_g = i (1-c~^2), R = f + p_i P_i + p_f P_f. A step is then
     da_o = P_o dh,  dc += Q dh,  (da_i, da_f, da_g) = (P_i, P_f, P_g) dc,  dc_{t-1} = R dc,
     and one matmul: the peephole cell costs the same per step as the plain one.
+
+    c~ is computed as 2 sigma(2 a_g) - 1 (= tanh(a_g)), with the c~ rows of the weights and bias
+    doubled, so that one sigmoid over the whole row activates all gates of a step.
     """
 
     @staticmethod
@@ -95,12 +105,16 @@ class LSTMRecurrence(torch.autograd.Function):
         H = w_hh.shape[1]
         ns = steps(T, B, batch_sizes)
         padded = ns[-1] < B
-        G = input_projection(x, w_ih, b_ih + b_hh)            # (T, B, 4H), activated in place
+        # c~ = 2 sigma(2 a_g) - 1: one sigmoid activates every gate of a step (the strided tanh
+        # of the c~ block alone costs 3x a contiguous pass with 2 threads), then one add fixes c~
+        g_rows = slice(2 * H, 3 * H)
+        G = input_projection(x, doubled_rows(w_ih, g_rows), doubled_rows(b_ih + b_hh, g_rows))
         Y, C, TC = (new_buffer(G, (T, B, H), padded) for _ in range(3))
-        Gs, IF = G.unbind(0), G[..., :2 * H].unbind(0)
+        Gs, IF, IFG = G.unbind(0), G[..., :2 * H].unbind(0), G[..., :3 * H].unbind(0)
         I, Fg, Cg, O = (G[..., k * H:(k + 1) * H].unbind(0) for k in range(4))
         Ys, Cs, TCs = Y.unbind(0), C.unbind(0), TC.unbind(0)
-        w_hh_t = w_hh.t()
+        w_hh_t = doubled_rows(w_hh, g_rows).t()
+        minus_one = G.new_full((), -1.0)
         if peephole:
             p_if, p_o = torch.stack(peep[:2]), peep[2]       # (2, H), (H,)
         for t in range(T):
@@ -108,17 +122,18 @@ class LSTMRecurrence(torch.autograd.Function):
             h_prev = h0[:n] if t == 0 else Ys[t - 1][:n]
             c_prev = c0[:n] if t == 0 else Cs[t - 1][:n]
             rows(Gs, t, n, B).addmm_(h_prev, w_hh_t)
-            i_f = rows(IF, t, n, B)
-            if peephole:
-                i_f.view(n, 2, H).addcmul_(c_prev.unsqueeze(1), p_if)
-            i_f.sigmoid_()
-            g = rows(Cg, t, n, B).tanh_()
+            if peephole:                                     # o waits for c_t
+                rows(IF, t, n, B).view(n, 2, H).addcmul_(c_prev.unsqueeze(1), p_if)
+                rows(IFG, t, n, B).sigmoid_()
+            else:
+                rows(Gs, t, n, B).sigmoid_()
+            g = rows(Cg, t, n, B)
+            torch.add(minus_one, g, alpha=2, out=g)          # c~ = 2 sigma(2 a_g) - 1
             c = torch.mul(rows(Fg, t, n, B), c_prev, out=rows(Cs, t, n, B))
             c.addcmul_(rows(I, t, n, B), g)
             o = rows(O, t, n, B)
             if peephole:
-                o.addcmul_(c, p_o)
-            o.sigmoid_()
+                o.addcmul_(c, p_o).sigmoid_()
             torch.mul(o, torch.tanh(c, out=rows(TCs, t, n, B)), out=rows(Ys, t, n, B))
         ctx.peephole, ctx.ns = peephole, ns
         ctx.save_for_backward(x, w_ih, w_hh, h0, c0, G, Y, C, TC, *peep)
@@ -134,13 +149,12 @@ class LSTMRecurrence(torch.autograd.Function):
         dG, Q = torch.empty_like(G), torch.empty_like(Y)
         i, f, g, o = G.split(H, 2)
         P_i, P_f, P_g, P_o = dG.split(H, 2)
-        torch.addcmul(i, i, i, value=-1, out=P_i).mul_(g)    # i(1-i) c~
-        torch.addcmul(f, f, f, value=-1, out=P_f)            # f(1-f) c_{t-1}
-        times_previous_cell(P_f, C, c0)
-        one = G.new_ones(())
-        torch.addcmul(one, g, g, value=-1, out=P_g).mul_(i)  # (1-c~^2) i
-        torch.addcmul(o, o, o, value=-1, out=P_o).mul_(TC)   # o(1-o) tanh(c_t)
-        torch.addcmul(one, TC, TC, value=-1, out=Q).mul_(o)  # o (1 - tanh(c_t)^2)
+        sigmoid_backward(g, i, grad_input=P_i)               # c~ i(1-i)
+        sigmoid_backward(c0, f[0], grad_input=P_f[0])         # c_{t-1} f(1-f)
+        sigmoid_backward(C[:-1], f[1:], grad_input=P_f[1:])
+        tanh_backward(i, g, grad_input=P_g)                  # i (1-c~^2)
+        sigmoid_backward(TC, o, grad_input=P_o)              # tanh(c_t) o(1-o)
+        tanh_backward(o, TC, grad_input=Q)                   # o (1 - tanh(c_t)^2)
         R = f                                                # dc_{t-1} = R * dc_t
         if peephole:                                         # the peepholes' paths to c, folded in:
             p_i, p_f, p_o = peep
@@ -153,8 +167,8 @@ class LSTMRecurrence(torch.autograd.Function):
         dx, dw_ih, dw_hh, db = all_grads(dG, x, w_ih, Y, h0, ctx.needs_input_grad[3])
         dpeep = ()
         if peephole:                                         # sum_t da * c_{t-1} (i, f), da_o * c_t
-            dpeep = (sum_times_previous_cell(P_i, C, c0), sum_times_previous_cell(P_f, C, c0),
-                     (P_o * C).sum((0, 1)))
+            dp_i, dp_f = sum_times_previous_cell(dG[..., :2 * H].unflatten(2, (2, H)), C, c0)
+            dpeep = (dp_i, dp_f, (P_o * C).sum((0, 1)))
         return (None, None, None, dx, dw_ih, dw_hh, db, db, dh, dc, *dpeep)
 
 
