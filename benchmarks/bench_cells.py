@@ -24,6 +24,12 @@ Protocol
   back (``malloc_trim``) before each step, so memory freed earlier is counted again when reused.
   It covers everything the step allocates: saved activations, workspaces, gradients, outputs.
   On CUDA: ``torch.cuda.max_memory_allocated`` above the memory allocated before the step.
+* Page faults/step (CPU): the median count of minor page faults during a timed step: pages the
+  step's allocations got fresh from the kernel, each first touch of a 4 KiB page costing a
+  fault. glibc serves a block above its mmap threshold (adaptive, at most 32 MiB) with a fresh
+  mapping every time, so a configuration whose step allocates such blocks pays them on every
+  step, while one whose blocks are smaller reuses heap memory after the first steps. The count makes a time that includes them
+  visible; how many a configuration pays can depend on what ran before it in the process.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import ctypes.util
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -117,26 +124,32 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_all(configs, size: dict, device: str, repeats: int, warmup: int) -> tuple[dict, OtherLoad]:
-    """{config: [wall seconds per step]}, interleaved rounds in rotated order, and how busy the
-    rest of the machine was during the timed steps."""
+def minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def time_all(configs, size: dict, device: str, repeats: int,
+             warmup: int) -> tuple[dict, dict, OtherLoad]:
+    """{config: [wall seconds per step]} and {config: [minor page faults per step]}, interleaved
+    rounds in rotated order, and how busy the rest of the machine was during the timed steps."""
     steps = {c: make_case(c, size, device)[0] for c in configs}
     for step in steps.values():
         for _ in range(warmup):
             step()
     sync(device)
-    times = {c: [] for c in configs}
+    times, faults = {c: [] for c in configs}, {c: [] for c in configs}
     other = OtherLoad()
     for r in range(repeats):
         order = configs[r % len(configs):] + configs[:r % len(configs)]
         for c in order:
             sync(device)
             with other:
-                t0 = time.perf_counter()
+                f0, t0 = minor_faults(), time.perf_counter()
                 steps[c]()
                 sync(device)
                 times[c].append(time.perf_counter() - t0)
-    return times, other
+                faults[c].append(minor_faults() - f0)
+    return times, faults, other
 
 
 # ------------------------------------------------------------------ memory
@@ -199,7 +212,7 @@ def size_label(name: str, s: dict) -> str:
     return f"{name}: B{s['B']} T{s['T']} I{s['I']} H{s['H']}, {layers}"
 
 
-def table(configs, size: dict, times: dict, memory: dict) -> str:
+def table(configs, size: dict, times: dict, faults: dict, memory: dict) -> str:
     rows = []
     tokens = size["B"] * size["T"]
     for c in configs:
@@ -209,9 +222,10 @@ def table(configs, size: dict, times: dict, memory: dict) -> str:
         ratio_best = min(times[ref]) / best if ref in times else float("nan")
         mem = memory.get(c)
         rows.append([c[0], c[3], f"{med * 1e3:.1f}", f"{best * 1e3:.1f}", f"{tokens / med:,.0f}",
-                     f"{ratio:.2f}", f"{ratio_best:.2f}", "n/a" if mem is None else f"{mem:.1f}"])
+                     f"{ratio:.2f}", f"{ratio_best:.2f}", f"{statistics.median(faults[c]):,.0f}",
+                     "n/a" if mem is None else f"{mem:.1f}"])
     header = ["model", "impl", "ms/step (median)", "ms/step (best)", "tokens/s",
-              "x fused LSTM (median)", "x fused LSTM (best)", "peak MiB"]
+              "x fused LSTM (median)", "x fused LSTM (best)", "page faults/step", "peak MiB"]
     return markdown_table(header, rows)
 
 
@@ -253,12 +267,12 @@ def main(argv=None) -> None:
         for name, size in sizes.items():
             print(f"[bench_cells] {threads} thread(s), {size_label(name, size)} ...", file=sys.stderr,
                   flush=True)
-            times, other = time_all(runnable[name], size, device, repeats, warmup)
+            times, faults, other = time_all(runnable[name], size, device, repeats, warmup)
             loads.append(f"{other.cores:.2f}")
             sections.append(
                 f"### {size_label(name, size)}; {threads} thread{'s' if threads > 1 else ''}\n\n"
                 f"Other processes kept {other.cores:.2f} of {os.cpu_count()} cores busy during "
-                f"these steps (on average).\n\n{table(runnable[name], size, times, memory[name])}\n")
+                f"these steps (on average).\n\n{table(runnable[name], size, times, faults, memory[name])}\n")
     wall = time.perf_counter() - started
     load_after = load_average()
 
