@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 
 from seqbench.study import check_base, expand, load_study, studies
 from seqbench.study import sweeps
-from seqbench.sweep import grid_commands, sweep_commands
+from seqbench.sweep import concurrent_multiruns, grid_commands, run_multiruns, sweep_commands
 from seqbench.errors import ConfigError
 from seqbench.validate import CONF_DIR, validate
 
@@ -74,12 +74,41 @@ def test_study_files_and_commands():
     assert len(tune) == len(study["grids"])
     assert all("stage=tune" in c and "seed=100" in c and any(o.startswith("optimizer.lr=") and "," in o for o in c)
                for c in tune)
+    # two multiruns at once on 2 jobs: one job each, each in its own sweep dir (they may start in the same second)
+    assert concurrent_multiruns("local", 2, len(tune)) == 2 and concurrent_multiruns("local", 2, 1) == 1
+    assert concurrent_multiruns("slurm", 2, len(tune)) == concurrent_multiruns("basic", 2, len(tune)) == 1
+    shared = sweep_commands(study, sweeps(study, "tune"), "local", jobs=2, lanes=2)
+    assert all("hydra.launcher.n_jobs=1" in c and "num_threads=1" in c for c in shared)
+    dirs = [next(o for o in c if o.startswith("hydra.sweep.dir=")) for c in shared]
+    assert len(set(dirs)) == len(dirs) and dirs[0].endswith("_cells_0")
     assert "hydra/launcher=slurm" in grid_commands(study, "slurm")[0]
     assert "hydra/launcher=submitit_local" in grid_commands(study, "submitit_local")[0]
     with pytest.raises(ConfigError, match="unknown launcher 'k8s'; valid choices: basic, local, slurm, submitit_local"):
         grid_commands(study, "k8s")
     with pytest.raises(ConfigError, match="unknown study 'nope'; valid choices: .*cells"):
         load_study("nope")
+
+
+def test_multiruns_run_up_to_lanes_at_once_in_order(tmp_path):
+    """Each command starts when a lane is free, in the given order, and every one runs."""
+    log = tmp_path / "log"
+    code = ("import sys, time; log = open(sys.argv[1], 'a'); log.write(f'start {sys.argv[2]} {time.time()}\\n'); "
+            "log.flush(); time.sleep(float(sys.argv[3])); log.write(f'end {sys.argv[2]} {time.time()}\\n')")
+    durations = {"a": 3.0, "b": 0.3, "c": 0.3, "d": 0.3}
+    announced = []
+    commands = [[sys.executable, "-c", code, str(log), name, str(d)] for name, d in durations.items()]
+    assert run_multiruns(commands, lanes=2, announce=announced.append) is None
+    assert announced == [0, 1, 2, 3]
+    events = sorted((float(t), kind, name) for kind, name, t in (line.split() for line in log.read_text().splitlines()))
+    assert {name for _, kind, name in events if kind == "end"} == set(durations)
+    in_flight = peak = 0
+    for _, kind, _ in events:
+        in_flight += 1 if kind == "start" else -1
+        peak = max(peak, in_flight)
+    assert peak == 2  # never more than the lanes, and b, c, d ran beside the long a
+    start = {name: t for t, kind, name in events if kind == "start"}
+    end = {name: t for t, kind, name in events if kind == "end"}
+    assert start["c"] > end["b"] and start["d"] > end["c"] and start["d"] < end["a"]
 
 
 def test_sweep_is_fault_tolerant_resumable_and_reported(tmp_path):
@@ -234,15 +263,17 @@ def test_runs_left_running_after_an_interrupted_multirun_are_closed_killed(tmp_p
 
 
 def test_interrupted_sweep_records_killed_runs_and_stops(tmp_path):
-    """Ctrl-C (SIGINT to the process group) during a sweep: the jobs in flight end KILLED with the
-    signal as reason, the next grid is not started, and the sweep exits 128 + SIGINT."""
+    """Ctrl-C (SIGINT to the process group) during a sweep: the jobs in flight (one in each of the
+    two multiruns running at once on 2 jobs) end KILLED with the signal as reason, the rest of their
+    grids and the next grid are not started, and the sweep exits 128 + SIGINT."""
     from test_run import running_runs, wait_for
 
     study = tmp_path / "long.yaml"
     study.write_text(yaml.safe_dump({"name": "long", "seeds": [0], "common": [*(o for o in TINY_COMMON if not o.startswith("trainer.max_epochs")),
                                                                        "trainer.max_epochs=500"],
                                      "grids": [{"name": "slow", "overrides": ["model=rnn,gru"]},
-                                               {"name": "never started", "overrides": ["model=lstm"]}]}))
+                                               {"name": "slow too", "overrides": ["model=lstm"]},
+                                               {"name": "never started", "overrides": ["model=cifg"]}]}))
     env = {**os.environ, "SEQBENCH_ROOT": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "seqbench.sweep", str(study), "--jobs", "2"], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -251,15 +282,15 @@ def test_interrupted_sweep_records_killed_runs_and_stops(tmp_path):
         wait_for(lambda: running_runs(tmp_path / "mlflow.db") == 3)  # the study's parent and two jobs
         time.sleep(2)
         os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
-    assert "stopped by signal 2" in err
+    assert "stopped by signal 2" in err and "== long: compare: 3 multiruns, 2 at a time" in out
     _, killed = runs(tmp_path, "long")
     assert parent_run(tmp_path, "long")[1].info.status == "KILLED"
-    assert sorted(r.data.tags["model"] for r in killed) == ["gru", "rnn"]
+    assert sorted(r.data.tags["model"] for r in killed) == ["lstm", "rnn"]  # no gru, no cifg: never started
     for r in killed:
         assert r.info.status == "KILLED"
         assert "terminated by signal 2 (SIGINT)" in r.data.tags["failure_reason"]

@@ -2,8 +2,10 @@
 
 A study is a list of grids (Hydra multirun sweeps) with shared overrides and seeds. Each grid runs
 as ``python -m seqbench -m <grid> seed=<seeds> <common> study=<name> skip_finished=true`` with a
-Hydra launcher (``local``: joblib processes; ``slurm``: submitit; ``submitit_local``: submitit's local
-executor, the SLURM code path without a cluster; ``basic``: one after another). The study is one
+Hydra launcher (``local``: joblib processes, and several multiruns of a stage at once, one job each,
+so that no core idles while a grid starts up or finishes its last job; ``slurm``: submitit;
+``submitit_local``: submitit's local executor, the SLURM code path without a cluster; ``basic``:
+one after another). The study is one
 place in MLflow: its own experiment (``seqbench/<study>``) with one parent run, the jobs nested
 under it, and the report logged on it.
 Resumable: a job whose config hash already has a FINISHED run of the same code (``code_version``)
@@ -27,19 +29,33 @@ from seqbench.study import expand, expected_runs, load_study, point_key, resolve
 LAUNCHERS = ("local", "slurm", "submitit_local", "basic")
 
 
+def concurrent_multiruns(launcher: str, jobs: int | None, n_sweeps: int) -> int:
+    """How many of a stage's multiruns run at once: with the local launcher, up to ``jobs`` (each
+    then runs its jobs one after another, in its own process), so that one grid's start-up and its
+    last, lone job overlap another grid's jobs instead of leaving cores idle; one otherwise (SLURM
+    queues every job at once; submitit_local starts all of a multirun's jobs together)."""
+    if launcher != "local":
+        return 1
+    return max(1, min(jobs or os.cpu_count() or 1, n_sweeps))
+
+
 def sweep_commands(study: dict, stage_sweeps: list, launcher: str = "local", jobs: int | None = None,
-                   extra: list[str] = ()) -> list[list[str]]:
-    """The multirun command line of each sweep of a stage (:func:`seqbench.study.sweeps`)."""
+                   extra: list[str] = (), lanes: int = 1) -> list[list[str]]:
+    """The multirun command line of each sweep of a stage (:func:`seqbench.study.sweeps`), for
+    ``lanes`` multiruns at once (:func:`concurrent_multiruns`): the local launcher's ``jobs``
+    parallel jobs are shared among them, ``num_threads`` so that jobs x threads <= cores."""
     if launcher not in LAUNCHERS:
         raise choice_error("launcher", launcher, LAUNCHERS)
     cores = os.cpu_count() or 1
     jobs = jobs or cores
     commands = []
-    for s in stage_sweeps:
+    for k, s in enumerate(stage_sweeps):
         cmd = [sys.executable, "-m", "seqbench", "-m", *s.overrides, f"study={study['name']}", "skip_finished=true"]
         if launcher == "local":
-            cmd += ["hydra/launcher=local", f"hydra.launcher.n_jobs={jobs}",
-                    f"num_threads={max(1, cores // jobs)}"]
+            # conf/config.yaml's sweep dir made distinct: multiruns started in the same second would share it
+            cmd += ["hydra/launcher=local", f"hydra.launcher.n_jobs={max(1, jobs // lanes)}",
+                    f"num_threads={max(1, cores // jobs)}",
+                    f"hydra.sweep.dir=${{paths.output_dir}}/multirun/${{now:%Y-%m-%d}}/${{now:%H-%M-%S}}_{study['name']}_{k}"]
         elif launcher == "slurm":
             cmd += ["hydra/launcher=slurm"]
         elif launcher == "submitit_local":  # every job of a multirun starts at once: share the cores
@@ -169,22 +185,34 @@ def close_orphans(tracker, parent: str | None, since_ms: int, signum: int) -> li
     return orphans
 
 
-def run_grid(cmd: list[str]) -> int | None:
-    """Run one grid's multirun; on SIGTERM/SIGINT pass the signal to it (it records its runs in
-    flight as KILLED and exits) instead of killing it, and return the signal (else None)."""
+def run_multiruns(commands: list[list[str]], lanes: int = 1,
+                  announce=lambda i: None) -> int | None:
+    """Run the multiruns in order, up to ``lanes`` at once (``announce(i)`` as the i-th starts).
+    On SIGTERM/SIGINT pass the signal to each one in flight (it records its runs in flight as
+    KILLED and exits) instead of killing it, start no more, and return the signal (else None)."""
     import signal
 
     received: list[int] = []
-    proc = subprocess.Popen(cmd)
+    running: list[subprocess.Popen] = []
 
     def forward(signum, frame):
         if not received:
             received.append(signum)
-            proc.send_signal(signum)  # again, if the whole process group got it: its handler ignores repeats
+            for proc in running:  # again, if the whole process group got it: its handler ignores repeats
+                if proc.poll() is None:
+                    proc.send_signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        proc.wait()
+        pending = list(enumerate(commands))
+        while running or (pending and not received):
+            while pending and not received and len(running) < lanes:
+                i, cmd = pending.pop(0)
+                announce(i)
+                running.append(subprocess.Popen(cmd))
+            running = [proc for proc in running if proc.poll() is None]
+            if running:
+                time.sleep(0.2)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -222,33 +250,42 @@ def label(s) -> str:
     return point_key(s.grid, s.overrides) if s.stage == "compare" and s.grid.get("tune") else s.grid.get("name", "")
 
 
-def run_stage(study: dict, stage: str, stage_sweeps: list, commands: list[list[str]], expected: list, tracker,
-              parent, local: bool = True) -> int | None:
-    """Launch a stage's multiruns one after another, skipping those whose every configuration
-    already has a reusable FINISHED run (not even a process is started). Returns the signal that
-    stopped it, else None. ``local``: the jobs ran on this machine and have all ended when the
-    multirun exits (not SLURM, whose jobs outlive it), so runs left RUNNING are closed KILLED."""
+def run_stage(study: dict, stage: str, stage_sweeps: list, command_of, expected: list, tracker,
+              parent, launcher: str = "local", jobs: int | None = None) -> int | None:
+    """Launch a stage's multiruns, skipping those whose every configuration already has a reusable
+    FINISHED run (not even a process is started); with the local launcher several at once
+    (:func:`concurrent_multiruns`), the largest first, so that the last to end is a small one.
+    ``command_of(sweeps, lanes)`` gives their command lines. Returns the signal that stopped it,
+    else None. Jobs that ran on this machine (not SLURM, whose jobs outlive the multirun) have all
+    ended when it returns, so runs a signal left RUNNING are closed KILLED."""
     done = reusable(expected, tracker)
     if skipped := sum(done):
         print(f"== {study['name']}: {stage}: {skipped}/{len(expected)} configurations already have a FINISHED run "
               f"to reuse (same config hash and code version): skipped", flush=True)
-    for i, (s, cmd) in enumerate(zip(stage_sweeps, commands)):
+    todo = []
+    for i, s in enumerate(stage_sweeps):
         mine = [d for e, d in zip(expected, done) if e.sweep == i]
         if mine and all(mine):  # nothing to do: its jobs would all skip
             print(f"== {study['name']}: {stage}: {label(s)}: skipped, all {len(mine)} configurations FINISHED",
                   flush=True)
-            continue
-        print(f"== {study['name']}: {stage}: {label(s)}", flush=True)
-        started_ms = int(time.time() * 1000)
-        # a failing job is recorded FAILED by the job itself; the multirun goes on
-        if (signum := run_grid(cmd)) is not None:
-            if tracker is not None and local:
-                close_orphans(tracker, parent, started_ms, signum)
-            print(f"== {study['name']}: stopped by signal {signum}; runs in flight are recorded KILLED. "
-                  f"Run the same command again to finish what is missing.", file=sys.stderr)
-            close_study_run(tracker, parent, "KILLED")
-            return signum
-    return None
+        else:
+            todo.append((len(mine) - sum(mine), s))
+    lanes = concurrent_multiruns(launcher, jobs, len(todo))
+    if lanes > 1:
+        todo.sort(key=lambda pending_and_sweep: -pending_and_sweep[0])
+        print(f"== {study['name']}: {stage}: {len(todo)} multiruns, {lanes} at a time", flush=True)
+    todo = [s for _, s in todo]
+    started_ms = int(time.time() * 1000)
+    # a failing job is recorded FAILED by the job itself; the multirun goes on
+    signum = run_multiruns(command_of(todo, lanes), lanes,
+                           lambda i: print(f"== {study['name']}: {stage}: {label(todo[i])}", flush=True))
+    if signum is not None:
+        if tracker is not None and launcher != "slurm":
+            close_orphans(tracker, parent, started_ms, signum)
+        print(f"== {study['name']}: stopped by signal {signum}; runs in flight are recorded KILLED. "
+              f"Run the same command again to finish what is missing.", file=sys.stderr)
+        close_study_run(tracker, parent, "KILLED")
+    return signum
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,13 +312,14 @@ def run_study(study: dict, launcher: str = "local", jobs: int | None = None, ove
     overrides = list(overrides)
     tracking = [o for o in overrides if o.startswith(("logger", "paths"))]
     extra = [o for o in overrides if o not in tracking]
-    command_of = lambda stage_sweeps: sweep_commands(study, stage_sweeps, launcher, jobs, overrides)
     try:
         if study.get("kind") == "decoding":
             return decode_study(study, overrides)
         tune_sweeps, compare_sweeps = sweeps(study, "tune"), sweeps(study)
-        tune_commands, commands = command_of(tune_sweeps), command_of(compare_sweeps)
         if dry_run:
+            tune_commands, commands = (
+                sweep_commands(study, s, launcher, jobs, overrides, concurrent_multiruns(launcher, jobs, len(s)))
+                for s in (tune_sweeps, compare_sweeps))
             lines = [" ".join(c[1:]) for c in tune_commands]
             if tune_commands:
                 lines.append("# then the comparison, each tuned grid point at its chosen setting (here: the first "
@@ -299,12 +337,15 @@ def run_study(study: dict, launcher: str = "local", jobs: int | None = None, ove
               "logger=none cannot tune", file=sys.stderr)
         return 2
     nested = [f"logger.parent_run_id={parent}"] if parent is not None else []  # jobs nest under the parent
+
+    def command_of(stage_sweeps: list, lanes: int) -> list[list[str]]:
+        return [[*c, *nested] for c in sweep_commands(study, stage_sweeps, launcher, jobs, overrides, lanes)]
+
     if parent is not None:
         print(f"== {study['name']}: MLflow experiment {tracker.experiment!r}, parent run {parent}", flush=True)
     print(f"== {study['name']}: {len(tuned)} tuning + {len(expected)} comparison configurations", flush=True)
     if tuned:
-        if (signum := run_stage(study, "tune", tune_sweeps, [[*c, *nested] for c in tune_commands], tuned, tracker,
-                                parent, local=launcher != "slurm")):
+        if (signum := run_stage(study, "tune", tune_sweeps, command_of, tuned, tracker, parent, launcher, jobs)):
             return 128 + signum
         if launcher == "slurm":  # submitit returns when the jobs are queued: choose when they are done
             print(f"== {study['name']}: tuning jobs submitted; run the same command again when they have "
@@ -315,9 +356,7 @@ def run_study(study: dict, launcher: str = "local", jobs: int | None = None, ove
             print(f"== {study['name']}: tuned {point}: {' '.join(entry.get('chosen', ['(no finished candidate)']))}",
                   flush=True)
         compare_sweeps = sweeps(study, chosen={k: v["chosen"] for k, v in choice.items() if "chosen" in v})
-        commands = command_of(compare_sweeps)
-    if (signum := run_stage(study, "compare", compare_sweeps, [[*c, *nested] for c in commands], expected, tracker,
-                            parent, local=launcher != "slurm")):
+    if (signum := run_stage(study, "compare", compare_sweeps, command_of, expected, tracker, parent, launcher, jobs)):
         return 128 + signum
     if launcher == "slurm":  # submitit returns when the jobs are queued or done; nothing to count yet
         return 0  # the parent stays RUNNING until a later sweep (or the report) counts the study

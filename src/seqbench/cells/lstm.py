@@ -110,12 +110,13 @@ class LSTMRecurrence(torch.autograd.Function):
         g_rows = slice(2 * H, 3 * H)
         G = input_projection(x, doubled_rows(w_ih, g_rows), doubled_rows(b_ih + b_hh, g_rows))
         Y, C, TC = (new_buffer(G, (T, B, H), padded) for _ in range(3))
-        Gs, IF, IFG = G.unbind(0), G[..., :2 * H].unbind(0), G[..., :3 * H].unbind(0)
+        Gs = G.unbind(0)
         I, Fg, Cg, O = (G[..., k * H:(k + 1) * H].unbind(0) for k in range(4))
         Ys, Cs, TCs = Y.unbind(0), C.unbind(0), TC.unbind(0)
         w_hh_t = doubled_rows(w_hh, g_rows).t()
         minus_one = G.new_full((), -1.0)
-        if peephole:
+        if peephole:                                         # views of the i, f (and c~) blocks
+            IF, IFG = G[..., :2 * H].unbind(0), G[..., :3 * H].unbind(0)
             p_if, p_o = torch.stack(peep[:2]), peep[2]       # (2, H), (H,)
         for t in range(T):
             n = ns[t]
