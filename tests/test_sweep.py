@@ -74,9 +74,11 @@ def test_study_files_and_commands():
     assert len(tune) == len(study["grids"])
     assert all("stage=tune" in c and "seed=100" in c and any(o.startswith("optimizer.lr=") and "," in o for o in c)
                for c in tune)
-    # two multiruns at once on 2 jobs: one job each, each in its own sweep dir (they may start in the same second)
-    assert concurrent_multiruns("local", 2, len(tune)) == 2 and concurrent_multiruns("local", 2, 1) == 1
-    assert concurrent_multiruns("slurm", 2, len(tune)) == concurrent_multiruns("basic", 2, len(tune)) == 1
+    # several multiruns at once only with more than two per job slot (enough to balance the lanes)
+    assert [concurrent_multiruns("local", 2, n) for n in (1, 2, 4, 5, 13)] == [1, 1, 1, 2, 2]
+    assert concurrent_multiruns("local", 4, 8) == 1 and concurrent_multiruns("local", 4, 9) == 4
+    assert concurrent_multiruns("slurm", 2, 13) == concurrent_multiruns("basic", 2, 13) == 1
+    # 2 at once on 2 jobs: one job each, each in its own sweep dir (they may start in the same second)
     shared = sweep_commands(study, sweeps(study, "tune"), "local", jobs=2, lanes=2)
     assert all("hydra.launcher.n_jobs=1" in c and "num_threads=1" in c for c in shared)
     dirs = [next(o for o in c if o.startswith("hydra.sweep.dir=")) for c in shared]
@@ -265,7 +267,7 @@ def test_runs_left_running_after_an_interrupted_multirun_are_closed_killed(tmp_p
 def test_interrupted_sweep_records_killed_runs_and_stops(tmp_path):
     """Ctrl-C (SIGINT to the process group) during a sweep: the jobs in flight (one in each of the
     two multiruns running at once on 2 jobs) end KILLED with the signal as reason, the rest of their
-    grids and the next grid are not started, and the sweep exits 128 + SIGINT."""
+    grids and the next grids are not started, and the sweep exits 128 + SIGINT."""
     from test_run import running_runs, wait_for
 
     study = tmp_path / "long.yaml"
@@ -273,7 +275,8 @@ def test_interrupted_sweep_records_killed_runs_and_stops(tmp_path):
                                                                        "trainer.max_epochs=500"],
                                      "grids": [{"name": "slow", "overrides": ["model=rnn,gru"]},
                                                {"name": "slow too", "overrides": ["model=lstm"]},
-                                               {"name": "never started", "overrides": ["model=cifg"]}]}))
+                                               *({"name": f"never started {k}", "overrides": ["model=cifg", f"optimizer.lr=0.00{k + 1}"]}
+                                                 for k in range(3))]}))
     env = {**os.environ, "SEQBENCH_ROOT": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "seqbench.sweep", str(study), "--jobs", "2"], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -287,7 +290,7 @@ def test_interrupted_sweep_records_killed_runs_and_stops(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
-    assert "stopped by signal 2" in err and "== long: compare: 3 multiruns, 2 at a time" in out
+    assert "stopped by signal 2" in err and "== long: compare: 5 multiruns, 2 at a time" in out
     _, killed = runs(tmp_path, "long")
     assert parent_run(tmp_path, "long")[1].info.status == "KILLED"
     assert sorted(r.data.tags["model"] for r in killed) == ["lstm", "rnn"]  # no gru, no cifg: never started

@@ -2,8 +2,8 @@
 
 A study is a list of grids (Hydra multirun sweeps) with shared overrides and seeds. Each grid runs
 as ``python -m seqbench -m <grid> seed=<seeds> <common> study=<name> skip_finished=true`` with a
-Hydra launcher (``local``: joblib processes, and several multiruns of a stage at once, one job each,
-so that no core idles while a grid starts up or finishes its last job; ``slurm``: submitit;
+Hydra launcher (``local``: joblib processes, and a stage of many multiruns several at once, one job
+each, so that no core idles while a grid starts up or finishes its last job; ``slurm``: submitit;
 ``submitit_local``: submitit's local executor, the SLURM code path without a cluster; ``basic``:
 one after another). The study is one
 place in MLflow: its own experiment (``seqbench/<study>``) with one parent run, the jobs nested
@@ -30,13 +30,17 @@ LAUNCHERS = ("local", "slurm", "submitit_local", "basic")
 
 
 def concurrent_multiruns(launcher: str, jobs: int | None, n_sweeps: int) -> int:
-    """How many of a stage's multiruns run at once: with the local launcher, up to ``jobs`` (each
-    then runs its jobs one after another, in its own process), so that one grid's start-up and its
-    last, lone job overlap another grid's jobs instead of leaving cores idle; one otherwise (SLURM
-    queues every job at once; submitit_local starts all of a multirun's jobs together)."""
-    if launcher != "local":
-        return 1
-    return max(1, min(jobs or os.cpu_count() or 1, n_sweeps))
+    """How many of a stage's multiruns run at once.
+
+    With the local launcher and more than two multiruns per job slot: ``jobs``, each multirun then
+    running its jobs one after another in its own process, so that one grid's start-up and its
+    last, lone job overlap another grid's jobs instead of leaving cores idle (the largest first:
+    enough multiruns per lane to balance the lanes). With fewer, a lane could hold one long grid
+    alone on one job while the other lanes idle (the ``cells`` study: 2 SST-2 runs of 50 s against
+    15 copy runs of 8 s), so one multirun at a time with all the jobs. One for the other launchers
+    (SLURM queues every job at once; submitit_local starts all of a multirun's jobs together)."""
+    jobs = jobs or os.cpu_count() or 1
+    return jobs if launcher == "local" and n_sweeps > 2 * jobs else 1
 
 
 def sweep_commands(study: dict, stage_sweeps: list, launcher: str = "local", jobs: int | None = None,
