@@ -1,0 +1,192 @@
+"""The sweep driver's scheduling: one multirun at a time with every job against several at once.
+
+``make sweep`` runs a stage's Hydra multiruns with the local (joblib) launcher either one after
+another, each spreading its jobs over all job slots, or ``jobs`` of them at once, each running its
+jobs one after another (``seqbench.sweep.concurrent_multiruns`` chooses: lanes when a stage has
+more than two multiruns per job slot). This benchmark runs the same multirun command lines
+(``seqbench.sweep.sweep_commands``, real ``python -m seqbench -m ...`` processes, each tracked in its
+own MLflow store) under both schedules, in alternating order, and reports wall time, how busy the
+cores were, and the ratio, measured in one run. Three stages are timed:
+
+* many small grids (the shape of the modern, long_range and tokenizers studies' stages), where a
+  multirun's start-up and its last lone job leave cores idle one at a time;
+* a few grids of equal work (the rule's threshold);
+* one dominant grid (the cells study's stages), where one lane would hold the long grid alone.
+
+``python benchmarks/bench_sweep.py`` writes ``benchmarks/results/sweep-cpu.md``; ``--quick`` is a
+smaller, unsaved check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import RESULTS, load_average, machine_info, markdown_table
+
+from mlflow import MlflowClient
+
+from seqbench.study import expand, expected_runs, sweeps
+from seqbench.sweep import concurrent_multiruns, run_multiruns, sweep_commands
+
+#: every job: LM on the embedded synthetic corpus (offline), a few seconds of training each
+COMMON = ["trainer.enable_progress_bar=false", "data.num_train=600", "data.num_val=100", "data.num_test=100",
+          "embedding.dim=16", "task.batch_size=8", "task.eval_batch_size=8", "task.bptt=32",
+          "task.generate.max_new_tokens=20"]
+MODELS = ["rnn", "gru", "lstm", "cifg", "mingru", "minlstm", "indrnn", "peephole"]
+
+
+def stages(quick: bool) -> dict[str, dict]:
+    """The benchmark stages as study dicts (``pipelines/*.yaml`` form), grids largest first as
+    ``seqbench.sweep.run_stage`` orders them for lanes."""
+    short = ["model.hidden_size=32", f"trainer.max_epochs={1 if quick else 3}"]
+    many = MODELS[:5] if quick else MODELS
+    return {
+        # the modern, long_range and tokenizers studies' stages: many grids of a few short jobs
+        "many small grids": {"name": "bench_many", "seeds": [0, 1], "common": COMMON,
+                             "grids": [{"name": m, "overrides": [f"model={m}", *short]} for m in many]},
+        # a few grids of equal work
+        "few equal grids": {"name": "bench_few", "seeds": [0, 1], "common": COMMON, "grids": [
+            {"name": " and ".join(pair), "overrides": [f"model={','.join(pair)}", *short]}
+            for pair in (MODELS[0:2], MODELS[2:4], MODELS[4:6])]},
+        # the cells study's tuning stage: one grid of a few long jobs holds most of the work
+        "one dominant grid": {"name": "bench_dominant", "seeds": [0, 1], "common": COMMON, "grids": [
+            {"name": "short", "overrides": ["model=rnn,gru,lstm,cifg", *short]},
+            {"name": "long", "overrides": ["model=lstm", "model.hidden_size=128",
+                                           f"trainer.max_epochs={4 if quick else 40}"]}]},
+    }
+
+
+def busy_core_seconds() -> float:
+    """CPU seconds every core of the machine spent busy since boot (``/proc/stat``)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def finished_durations(root: Path, study: str) -> dict[str, float]:
+    """config_hash -> wall seconds (end - start) of the stage's FINISHED runs in this root's store."""
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    exp = client.get_experiment_by_name(f"seqbench/{study}")
+    runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'") if exp else []
+    return {r.data.tags["config_hash"]: (r.info.end_time - r.info.start_time) / 1000 for r in runs}
+
+
+def run_schedule(study: dict, lanes: int, jobs: int) -> dict:
+    """One stage under one schedule in a fresh project root (its own MLflow store, so no job is
+    skipped as already done). Returns wall seconds, busy core fraction and runs FINISHED."""
+    commands = sweep_commands(study, sweeps(study), "local", jobs, lanes=lanes)
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="bench_sweep_") as tmp:
+        root = Path(tmp)
+        os.environ["SEQBENCH_ROOT"] = str(root)
+        for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
+            os.environ.pop(key, None)
+        os.chdir(root)
+        log = open(root / "jobs.log", "w")
+        sys.stdout.flush(), sys.stderr.flush()
+        out, err = os.dup(1), os.dup(2)
+        os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)   # the jobs' output, not the table's
+        try:
+            busy, start = busy_core_seconds(), time.perf_counter()
+            signum = run_multiruns(commands, lanes)
+            wall = time.perf_counter() - start
+            busy = busy_core_seconds() - busy
+        finally:
+            os.dup2(out, 1), os.dup2(err, 2)
+            os.close(out), os.close(err)
+            log.close()
+            os.chdir(saved_cwd)
+            os.environ.clear(), os.environ.update(saved_env)
+        durations = finished_durations(root, study["name"])
+        finished, expected = sum(1 for _ in durations), sum(len(expand(s.overrides)) for s in sweeps(study))
+        if signum is not None or finished != expected:
+            tail = (root / "jobs.log").read_text()[-3000:]
+            raise RuntimeError(f"{study['name']} with {lanes} lane(s): {finished}/{expected} runs FINISHED"
+                               f" (signal {signum}); the jobs' output ended:\n{tail}")
+    return {"wall": wall, "busy": busy / (wall * (os.cpu_count() or 1)), "durations": durations}
+
+
+def driver_choices(study: dict, durations: dict[str, float], jobs: int) -> tuple[int, float, float]:
+    """The lanes ``concurrent_multiruns`` picks for the stage, and the largest multirun's share of
+    the stage's jobs and of its measured work (the summed durations of its runs)."""
+    expected = expected_runs(study, tempfile.gettempdir())
+    n = len(sweeps(study))
+    jobs_of, work_of = [0] * n, [0.0] * n
+    for e in expected:
+        jobs_of[e.sweep] += 1
+        work_of[e.sweep] += durations[e.hash]
+    return concurrent_multiruns("local", jobs, n), max(jobs_of) / sum(jobs_of), max(work_of) / sum(work_of)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller stages, one round, nothing saved")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--stages", nargs="*", default=None, help="a subset of the stages, by name")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="job slots (make sweep's --jobs)")
+    args = parser.parse_args(argv)
+    rounds = 1 if args.quick else args.rounds
+    t0 = time.perf_counter()
+    results: dict[tuple[str, int], list[dict]] = {}
+    chosen = {k: v for k, v in stages(args.quick).items() if not args.stages or k in args.stages}
+    for name, study in chosen.items():
+        schedules = [1, args.jobs]
+        for r in range(rounds):                  # alternate which schedule goes first
+            for lanes in schedules[::-1] if r % 2 else schedules:
+                res = run_schedule(study, lanes, args.jobs)
+                results.setdefault((name, lanes), []).append(res)
+                print(f"{name}: {lanes} at a time: {res['wall']:.1f} s, cores {100 * res['busy']:.0f} % busy",
+                      file=sys.stderr, flush=True)
+    rows = []
+    for name, study in chosen.items():
+        n_sweeps, n_jobs = len(sweeps(study)), sum(len(expand(s.overrides)) for s in sweeps(study))
+        rule, job_share, work_share = driver_choices(study, results[(name, 1)][0]["durations"], args.jobs)
+        base = statistics.median(r["wall"] for r in results[(name, 1)])
+        for lanes in (1, args.jobs):
+            rs = results[(name, lanes)]
+            wall = statistics.median(r["wall"] for r in rs)
+            how = (f"one multirun at a time, {args.jobs} jobs each" if lanes == 1
+                   else f"{lanes} multiruns at a time, 1 job each")
+            rows.append([name, f"{n_sweeps} multiruns, {n_jobs} jobs; largest share of the jobs "
+                               f"{100 * job_share:.0f} %, of the work {100 * work_share:.0f} %",
+                         how, "yes" if lanes == rule else "", f"{wall:.1f}", " ".join(f"{r['wall']:.1f}" for r in rs),
+                         f"{100 * statistics.median(r['busy'] for r in rs):.0f} %", f"{base / wall:.2f}"])
+    info = machine_info("cpu")
+    lines = ["# Sweep scheduling: one multirun at a time vs several at once (cpu)", "",
+             f"Generated by `python benchmarks/bench_sweep.py --rounds {rounds}`"
+             f"{' --quick' if args.quick else ''} in {(time.perf_counter() - t0) / 60:.1f} min.", "",
+             *[f"- {k}: {v}" for k, v in info.items() if k != "torch threads (intra-op)"],
+             f"- load average at the end: {load_average()}", "",
+             "## Protocol", "",
+             "* Each stage is a list of Hydra multiruns of real `python -m seqbench` jobs (char LM on the embedded "
+             "synthetic corpus, seeds 0 and 1), the command lines `make sweep` builds "
+             "(`seqbench.sweep.sweep_commands`, local joblib launcher), run by the driver's own "
+             "`seqbench.sweep.run_multiruns` under each schedule, each time in a fresh project root with its own "
+             "MLflow store (nothing skipped as already done); every run FINISHED is checked.",
+             f"* Schedules: one multirun at a time with `hydra.launcher.n_jobs={args.jobs}`, or {args.jobs} "
+             f"multiruns at once with `n_jobs=1` each, grids largest first; `num_threads` = cores / jobs in both.",
+             f"* {rounds} round(s), the schedules in alternating order; reported: median wall time, every "
+             "round's, the share of the machine's core time that was busy (`/proc/stat`, everything on the "
+             "machine: run alone), and the speed-up over one multirun at a time (median wall times of this run).",
+             "* `driver's choice`: the schedule `seqbench.sweep.concurrent_multiruns` picks for the stage "
+             f"(several at once with more than {2 * args.jobs} multiruns). `largest share`: the largest share of the "
+             "stage's jobs one multirun holds, and of its work (the summed wall times of a multirun's runs in the "
+             "first round one multirun at a time).", "",
+             "## Results", "",
+             markdown_table(["stage", "size", "schedule", "driver's choice", "wall s (median)", "wall s (rounds)",
+                             "cores busy", "speed-up"], rows), ""]
+    text = "\n".join(lines)
+    print(text)
+    if not args.quick and not args.stages:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "sweep-cpu.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
