@@ -64,6 +64,14 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def busy_core_seconds() -> float:
+    """CPU seconds all cores of the machine have been busy since boot (``/proc/stat``: every state
+    but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 class OtherLoad:
     """CPU time other processes used while this one ran (Linux ``/proc/stat`` minus own rusage).
 
@@ -77,25 +85,19 @@ class OtherLoad:
         self.available = Path("/proc/stat").exists()
 
     @staticmethod
-    def _busy_s() -> float:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        idle = fields[3] + fields[4]                         # idle + iowait
-        return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
-
-    @staticmethod
     def _own_s() -> float:
         r = resource.getrusage(resource.RUSAGE_SELF)
         return r.ru_utime + r.ru_stime
 
     def __enter__(self):
         if self.available:
-            self._start = (self._busy_s(), self._own_s(), time.perf_counter())
+            self._start = (busy_core_seconds(), self._own_s(), time.perf_counter())
         return self
 
     def __exit__(self, *exc):
         if self.available:
             busy, own, wall = self._start
-            self.other_s += max(0.0, (self._busy_s() - busy) - (self._own_s() - own))
+            self.other_s += max(0.0, (busy_core_seconds() - busy) - (self._own_s() - own))
             self.wall_s += time.perf_counter() - wall
 
     @property

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import RESULTS, load_average, machine_info, markdown_table
+from _common import RESULTS, busy_core_seconds, load_average, machine_info, markdown_table
 
 from mlflow import MlflowClient
 
@@ -60,12 +60,6 @@ def stages(quick: bool) -> dict[str, dict]:
             {"name": "long", "overrides": ["model=lstm", "model.hidden_size=128",
                                            f"trainer.max_epochs={4 if quick else 40}"]}]},
     }
-
-
-def busy_core_seconds() -> float:
-    """CPU seconds every core of the machine spent busy since boot (``/proc/stat``)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def finished_durations(root: Path, study: str) -> dict[str, float]:
