@@ -72,7 +72,8 @@ def finished_durations(root: Path, study: str) -> dict[str, float]:
 
 def run_schedule(study: dict, lanes: int, jobs: int) -> dict:
     """One stage under one schedule in a fresh project root (its own MLflow store, so no job is
-    skipped as already done). Returns wall seconds, busy core fraction and runs FINISHED."""
+    skipped as already done). Returns wall seconds, busy core fraction and the FINISHED runs'
+    durations by config hash; raises unless every job FINISHED."""
     commands = sweep_commands(study, sweeps(study), "local", jobs, lanes=lanes)
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     with tempfile.TemporaryDirectory(prefix="bench_sweep_") as tmp:
@@ -97,7 +98,7 @@ def run_schedule(study: dict, lanes: int, jobs: int) -> dict:
             os.chdir(saved_cwd)
             os.environ.clear(), os.environ.update(saved_env)
         durations = finished_durations(root, study["name"])
-        finished, expected = sum(1 for _ in durations), sum(len(expand(s.overrides)) for s in sweeps(study))
+        finished, expected = len(durations), sum(len(expand(s.overrides)) for s in sweeps(study))
         if signum is not None or finished != expected:
             tail = (root / "jobs.log").read_text()[-3000:]
             raise RuntimeError(f"{study['name']} with {lanes} lane(s): {finished}/{expected} runs FINISHED"
