@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import datetime as _dt
 import os
 import platform
@@ -62,6 +64,32 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
              "|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+#: glibc ``mallopt`` parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
+
+
+def steady_heap() -> bool:
+    """Serve every allocation of this process from one heap and keep freed memory there (glibc
+    ``mallopt``: ``M_MMAP_MAX = 0``, ``M_TRIM_THRESHOLD = 2 GiB``, ``M_ARENA_MAX = 1``), so that
+    after the warm-up a step reuses memory instead of paying page faults for fresh mappings. One
+    arena, because a thread's own arena is a mapping that glibc unmaps whenever it empties, so a
+    worker thread's blocks would fault in afresh on every step (seen: the fused biLSTM with 2
+    threads). Call it before the threads allocate. Not every block is reused: with mmap off,
+    glibc 2.36's aligned allocation (``posix_memalign``, torch's) of a block as large as a freed
+    one may grow the heap instead; a page-fault count shows whether a step pays that. glibc maps a block above
+    its mmap threshold (adaptive, at most 32 MiB) afresh on every allocation, so by default a
+    kernel that allocates such a block per step (the fused LSTM's 64 MiB workspace) pays its page
+    faults every step, and whether a smaller one does depends on what ran before. A caching
+    allocator (jemalloc, tcmalloc; torch's on CUDA) behaves like the steady heap. Returns False
+    where glibc's ``mallopt`` is not available (nothing changed)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return all(libc.mallopt(param, value) for param, value in
+                   ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1)))
+    except (OSError, AttributeError):
+        return False
 
 
 def busy_core_seconds() -> float:

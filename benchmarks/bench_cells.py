@@ -24,12 +24,20 @@ Protocol
   back (``malloc_trim``) before each step, so memory freed earlier is counted again when reused.
   It covers everything the step allocates: saved activations, workspaces, gradients, outputs.
   On CUDA: ``torch.cuda.max_memory_allocated`` above the memory allocated before the step.
-* Page faults/step (CPU): the median count of minor page faults during a timed step: pages the
-  step's allocations got fresh from the kernel, each first touch of a 4 KiB page costing a
-  fault. glibc serves a block above its mmap threshold (adaptive, at most 32 MiB) with a fresh
-  mapping every time, so a configuration whose step allocates such blocks pays them on every
-  step, while one whose blocks are smaller reuses heap memory after the first steps. The count makes a time that includes them
-  visible; how many a configuration pays can depend on what ran before it in the process.
+* Heap (CPU): the timed steps run on a steady heap (glibc ``mallopt``: one arena, no mmap, no
+  trimming, ``_common.steady_heap``), so that after the warm-up a step reuses memory, as under a
+  caching allocator (jemalloc, tcmalloc, or torch's on CUDA); the page-fault column shows that it
+  did. Under glibc's defaults a
+  block above the mmap threshold (adaptive, at most 32 MiB) is mapped afresh on every
+  allocation, and its pages fault in again on every step: the fused LSTM's 64 MiB workspace at
+  the small size pays ~16,000 faults a step, which adds 10-20 ms, while for smaller blocks it
+  depends on what ran before in the process. Ratios against a baseline that pays that on some
+  hosts and runs and not on others do not compare; the steady heap gives the fused kernels
+  their best time. Each section also times the fused reference under glibc's defaults in a
+  child process (same warm-up and rounds), so what a default setup costs stays visible
+  (``--heap glibc`` runs the whole benchmark so).
+* Page faults/step (CPU): the median count of minor page faults during a timed step (pages
+  the step got fresh from the kernel, each first touch of a 4 KiB page one fault).
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (RESULTS, OtherLoad, device_kind, load_average, machine_info,  # noqa: E402
-                     markdown_table)
+                     markdown_table, steady_heap)
 
 from seqbench.cells import available_cells, build_stack, cell_class, count_parameters, fused_cells  # noqa: E402
 from seqbench.errors import ConfigError  # noqa: E402
@@ -152,6 +160,34 @@ def time_all(configs, size: dict, device: str, repeats: int,
     return times, faults, other
 
 
+def time_in_child(configs, size: dict, repeats: int, warmup: int, threads: int) -> dict:
+    """{config: (median s, median page faults)} of ``configs`` timed in a fresh process on
+    glibc's default heap (``--heap glibc``); {} when the child fails."""
+    cmd = [sys.executable, __file__, "--timing-child", json.dumps([size, configs, repeats, warmup]),
+           "--threads", str(threads), "--heap", "glibc"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=1800)
+        return {tuple(c): tuple(v) for c, v in json.loads(out.stdout.strip().splitlines()[-1])}
+    except (subprocess.SubprocessError, OSError, ValueError) as err:
+        print(f"glibc-heap reference not timed: {err}", file=sys.stderr)
+        return {}
+
+
+def glibc_reference_note(configs, size: dict, times: dict, repeats: int, warmup: int,
+                         threads: int) -> str:
+    """A sentence: the fused references' median step time and page faults on glibc's default
+    heap, next to their time on the steady heap of the table."""
+    refs = [c for c in configs if c[3] == "fused" and reference_of(c) == c]
+    measured = time_in_child(refs, size, repeats, warmup, threads)
+    if not measured:
+        return "The fused references could not be timed on glibc's default heap (see the log)."
+    parts = [f"{c[0]} fused {measured[c][0] * 1e3:.1f} ms/step with {measured[c][1]:,.0f} page "
+             f"faults/step (steady heap: {statistics.median(times[c]) * 1e3:.1f} ms)"
+             for c in refs if c in measured]
+    return ("On glibc's default heap (a child process, same warm-up and rounds): "
+            + "; ".join(parts) + ".")
+
+
 # ------------------------------------------------------------------ memory
 def _status_kib(field: str) -> int:
     return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)[1])
@@ -237,7 +273,10 @@ def main(argv=None) -> None:
                         help="torch intra-op threads, or a list run one after the other, e.g. 2,1")
     parser.add_argument("--only", default=None, help="comma-separated models, e.g. lstm,cifg")
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write")
+    parser.add_argument("--heap", choices=("steady", "glibc"), default="steady",
+                        help="CPU allocator for the timed steps: steady heap (default) or glibc's defaults")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--timing-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     thread_counts = [int(t) for t in args.threads.split(",")] if args.threads else [torch.get_num_threads()]
     device = device_kind()
@@ -247,6 +286,14 @@ def main(argv=None) -> None:
         size, configs = json.loads(args.memory_child)
         measured = peak_memory_here([tuple(c) for c in configs], size, device)
         print(json.dumps([[list(c), v] for c, v in measured.items()]))
+        return
+    if args.timing_child is not None:                        # child process: glibc-heap timings
+        torch.set_num_threads(thread_counts[0])
+        size, configs, repeats, warmup = json.loads(args.timing_child)
+        configs = [tuple(c) for c in configs]
+        times, faults, _ = time_all(configs, size, device, repeats, warmup)
+        print(json.dumps([[list(c), [statistics.median(times[c]), statistics.median(faults[c])]]
+                          for c in configs]))
         return
 
     sizes = QUICK_SIZES if args.quick else SIZES
@@ -261,6 +308,7 @@ def main(argv=None) -> None:
     sections, loads = [], []
     # memory does not depend on the thread count: one thread keeps the child fast under load
     runnable = {name: [c for c in configs if builds(c, size)] for name, size in sizes.items()}
+    steady = device == "cpu" and args.heap == "steady" and steady_heap()   # before threads allocate
     memory = {name: peak_memory(runnable[name], size, device, 1) for name, size in sizes.items()}
     for threads in thread_counts:
         torch.set_num_threads(threads)
@@ -269,15 +317,21 @@ def main(argv=None) -> None:
                   flush=True)
             times, faults, other = time_all(runnable[name], size, device, repeats, warmup)
             loads.append(f"{other.cores:.2f}")
+            glibc = ("\n\n" + glibc_reference_note(runnable[name], size, times, repeats, warmup, threads)
+                     if steady else "")
             sections.append(
                 f"### {size_label(name, size)}; {threads} thread{'s' if threads > 1 else ''}\n\n"
                 f"Other processes kept {other.cores:.2f} of {os.cpu_count()} cores busy during "
-                f"these steps (on average).\n\n{table(runnable[name], size, times, faults, memory[name])}\n")
+                f"these steps (on average).{glibc}\n\n"
+                f"{table(runnable[name], size, times, faults, memory[name])}\n")
     wall = time.perf_counter() - started
     load_after = load_average()
 
     info = machine_info(device)
     info["torch threads (intra-op)"] = ", ".join(map(str, thread_counts))
+    if device == "cpu":
+        info["heap (timed steps)"] = ("steady (glibc mallopt: 1 arena, no mmap, no trim)" if steady
+                                      else "glibc defaults")
     reference = "cuDNN" if device == "cuda" else "oneDNN, torch's CPU RNN kernels"
     text = "\n".join([
         f"# Recurrent cells: forward+backward throughput ({device}){' - quick' if args.quick else ''}",

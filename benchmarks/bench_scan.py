@@ -20,6 +20,10 @@ Protocol
   several exp/log passes over all B*T*H numbers (``torch.logcumsumexp`` forward, three more in its
   backward), the loop mode T fused multiply-adds on B*H numbers each way, the sequential mode T
   autograd steps.
+* CPU: the timed steps run on a steady heap (``_common.steady_heap``: one glibc arena, mmap and
+  trimming off), so that large per-step blocks (the scan's (B, T, H) arrays at long T) reuse memory
+  instead of faulting in fresh pages every step, as under a caching allocator; ``--heap glibc``
+  keeps glibc's defaults.
 Goal (issue 14): on CPU at T = 512 the minimal cells' training mode reaches >= 2x fused ``nn.GRU``
 tokens/s (the log-space scan alone does not: its logcumsumexp passes are the cost; ``loop`` is the
 CPU mode).
@@ -36,7 +40,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, OtherLoad, device_kind, load_average, machine_info, markdown_table  # noqa: E402
+from _common import (RESULTS, OtherLoad, device_kind, load_average, machine_info,  # noqa: E402
+                     markdown_table, steady_heap)
 
 from seqbench.cells import build_stack  # noqa: E402
 
@@ -108,14 +113,23 @@ def table(times: dict, points: list[tuple[int, int, int]], header: list[str]) ->
     return markdown_table(["row", *header], rows)
 
 
+def command_args(argv) -> str:
+    """The arguments of this run as the results file's command line shows them."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return "".join(f" {a}" for a in args)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--max-sequential-T", type=int, default=1024)
+    parser.add_argument("--heap", choices=("steady", "glibc"), default="steady",
+                        help="CPU allocator for the timed steps: steady heap (default) or glibc's defaults")
     args = parser.parse_args(argv)
     device = device_kind()
+    steady = device == "cpu" and args.heap == "steady" and steady_heap()
     if args.threads:
         torch.set_num_threads(args.threads)
     B, H = (4, 16) if args.quick else (16, 128)
@@ -130,8 +144,11 @@ def main(argv=None) -> int:
     times.update(measure([p for p in shape_points if p not in length_points], device, repeats, warmup,
                          args.max_sequential_T, other))
     info = machine_info(device)
+    if device == "cpu":
+        info["heap (timed steps)"] = ("steady (glibc mallopt: 1 arena, no mmap, no trim)" if steady
+                                      else "glibc defaults")
     lines = ["# Sequence-length sweep: parallel scan vs sequential vs fused", "",
-             f"`python benchmarks/bench_scan.py` — forward+backward, 1 layer, I = H, float32, median of "
+             f"`python benchmarks/bench_scan.py{command_args(argv)}` — forward+backward, 1 layer, I = H, float32, median of "
              f"{repeats} rounds; ratio to fused nn.GRU at the same shape, measured in this run.", "",
              *[f"- {k}: {v}" for k, v in info.items()],
              f"- load average at the end: {load_average()}; other processes used {other.cores:.2f} cores "
