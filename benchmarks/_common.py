@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import datetime as _dt
 import os
 import platform
 import re
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -66,30 +65,44 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-#: glibc ``mallopt`` parameters (malloc.h)
-M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
+#: glibc tunables (read at process start) of the steady heap, see :func:`restart_on_heap`
+STEADY_HEAP = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647:"
+               "glibc.malloc.tcache_count=0")
 
 
-def steady_heap() -> bool:
-    """Serve every allocation of this process from one heap and keep freed memory there (glibc
-    ``mallopt``: ``M_MMAP_MAX = 0``, ``M_TRIM_THRESHOLD = 2 GiB``, ``M_ARENA_MAX = 1``), so that
-    after the warm-up a step reuses memory instead of paying page faults for fresh mappings. One
-    arena, because a thread's own arena is a mapping that glibc unmaps whenever it empties, so a
-    worker thread's blocks would fault in afresh on every step (seen: the fused biLSTM with 2
-    threads). Call it before the threads allocate. Not every block is reused: with mmap off,
-    glibc 2.36's aligned allocation (``posix_memalign``, torch's) of a block as large as a freed
-    one may grow the heap instead; a page-fault count shows whether a step pays that. glibc maps a block above
-    its mmap threshold (adaptive, at most 32 MiB) afresh on every allocation, so by default a
-    kernel that allocates such a block per step (the fused LSTM's 64 MiB workspace) pays its page
-    faults every step, and whether a smaller one does depends on what ran before. A caching
-    allocator (jemalloc, tcmalloc; torch's on CUDA) behaves like the steady heap. Returns False
-    where glibc's ``mallopt`` is not available (nothing changed)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return all(libc.mallopt(param, value) for param, value in
-                   ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1)))
-    except (OSError, AttributeError):
+def on_steady_heap() -> bool:
+    return os.environ.get("GLIBC_TUNABLES") == STEADY_HEAP
+
+
+def restart_on_heap(steady: bool) -> bool:
+    """Make this script run on the steady heap (``steady``) or on glibc's defaults: re-execute it
+    (same interpreter and ``sys.argv``) with ``GLIBC_TUNABLES`` set to :data:`STEADY_HEAP` or
+    unset, unless it already runs so. Returns whether it runs on the steady heap; where the C
+    library is not glibc, False and nothing changes.
+
+    glibc maps a block above its mmap threshold (adaptive, at most 32 MiB) afresh on every
+    allocation, so a kernel that allocates such a block per step (the fused LSTM's 64 MiB
+    workspace) faults its pages in again every step, and whether a smaller block does depends on
+    what ran before. The steady heap serves every block from one heap that keeps what is freed,
+    as a caching allocator (jemalloc, tcmalloc; torch's on CUDA) does: no mmap, no trimming; one
+    arena, because a thread's own arena is a mapping glibc unmaps whenever it empties (seen: the
+    fused biLSTM with 2 threads); no tcache, because small blocks parked there sit between a
+    freed large block and the top of the heap, so an aligned allocation (``posix_memalign``,
+    torch's) of the same size grows the heap instead of reusing it (glibc 2.36)."""
+    if platform.libc_ver()[0] != "glibc":
         return False
+    if steady != on_steady_heap():
+        env = dict(os.environ, GLIBC_TUNABLES=STEADY_HEAP) if steady else default_heap_env()
+        sys.stdout.flush(), sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    return steady
+
+
+def default_heap_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child that must run on glibc's default heap."""
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env.update(extra)
+    return env
 
 
 def busy_core_seconds() -> float:

@@ -24,16 +24,17 @@ Protocol
   back (``malloc_trim``) before each step, so memory freed earlier is counted again when reused.
   It covers everything the step allocates: saved activations, workspaces, gradients, outputs.
   On CUDA: ``torch.cuda.max_memory_allocated`` above the memory allocated before the step.
-* Heap (CPU): the timed steps run on a steady heap (glibc ``mallopt``: one arena, no mmap, no
-  trimming, ``_common.steady_heap``), so that after the warm-up a step reuses memory, as under a
-  caching allocator (jemalloc, tcmalloc, or torch's on CUDA); the page-fault column shows that it
-  did. Under glibc's defaults a
+* Heap (CPU): the timed steps run on a steady heap (``GLIBC_TUNABLES``: one arena, no mmap, no
+  trimming, no tcache; the script re-executes itself so, ``_common.restart_on_heap``), so that
+  after the warm-up a step reuses memory, as under a caching allocator (jemalloc, tcmalloc, or
+  torch's on CUDA); the page-fault column shows that it did. Under glibc's defaults a
   block above the mmap threshold (adaptive, at most 32 MiB) is mapped afresh on every
   allocation, and its pages fault in again on every step: the fused LSTM's 64 MiB workspace at
   the small size pays ~16,000 faults a step, which adds 10-20 ms, while for smaller blocks it
   depends on what ran before in the process. Ratios against a baseline that pays that on some
-  hosts and runs and not on others do not compare; the steady heap gives the fused kernels
-  their best time. Each section also times the fused reference under glibc's defaults in a
+  hosts and runs and not on others do not compare; the steady heap takes page faults out of
+  every row (where glibc's defaults pay none, as for the fused LSTM at the large size, the
+  steady heap can be a few % slower: it has no tcache). Each section also times the fused reference under glibc's defaults in a
   child process (same warm-up and rounds), so what a default setup costs stays visible
   (``--heap glibc`` runs the whole benchmark so).
 * Page faults/step (CPU): the median count of minor page faults during a timed step (pages
@@ -59,7 +60,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (RESULTS, OtherLoad, device_kind, load_average, machine_info,  # noqa: E402
-                     markdown_table, steady_heap)
+                     default_heap_env, markdown_table, restart_on_heap)
 
 from seqbench.cells import available_cells, build_stack, cell_class, count_parameters, fused_cells  # noqa: E402
 from seqbench.errors import ConfigError  # noqa: E402
@@ -166,7 +167,8 @@ def time_in_child(configs, size: dict, repeats: int, warmup: int, threads: int) 
     cmd = [sys.executable, __file__, "--timing-child", json.dumps([size, configs, repeats, warmup]),
            "--threads", str(threads), "--heap", "glibc"]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=1800)
+        out = subprocess.run(cmd, env=default_heap_env(), capture_output=True, text=True, check=True,
+                             timeout=1800)
         return {tuple(c): tuple(v) for c, v in json.loads(out.stdout.strip().splitlines()[-1])}
     except (subprocess.SubprocessError, OSError, ValueError) as err:
         print(f"glibc-heap reference not timed: {err}", file=sys.stderr)
@@ -230,7 +232,7 @@ def peak_memory_here(configs, size: dict, device: str) -> dict:
 def peak_memory(configs, size: dict, device: str, threads: int) -> dict:
     if device == "cuda":
         return peak_memory_here(configs, size, device)
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    env = default_heap_env(MALLOC_MMAP_THRESHOLD_="65536")
     cmd = [sys.executable, __file__, "--memory-child", json.dumps([size, configs]),
            "--threads", str(threads)]
     try:
@@ -296,6 +298,7 @@ def main(argv=None) -> None:
                           for c in configs]))
         return
 
+    steady = restart_on_heap(device == "cpu" and args.heap == "steady")
     sizes = QUICK_SIZES if args.quick else SIZES
     repeats = args.repeats or (2 if args.quick else 7)
     warmup = 1 if args.quick else 2
@@ -308,7 +311,6 @@ def main(argv=None) -> None:
     sections, loads = [], []
     # memory does not depend on the thread count: one thread keeps the child fast under load
     runnable = {name: [c for c in configs if builds(c, size)] for name, size in sizes.items()}
-    steady = device == "cpu" and args.heap == "steady" and steady_heap()   # before threads allocate
     memory = {name: peak_memory(runnable[name], size, device, 1) for name, size in sizes.items()}
     for threads in thread_counts:
         torch.set_num_threads(threads)
@@ -330,7 +332,7 @@ def main(argv=None) -> None:
     info = machine_info(device)
     info["torch threads (intra-op)"] = ", ".join(map(str, thread_counts))
     if device == "cpu":
-        info["heap (timed steps)"] = ("steady (glibc mallopt: 1 arena, no mmap, no trim)" if steady
+        info["heap (timed steps)"] = ("steady (GLIBC_TUNABLES: 1 arena, no mmap, no trim, no tcache)" if steady
                                       else "glibc defaults")
     reference = "cuDNN" if device == "cuda" else "oneDNN, torch's CPU RNN kernels"
     text = "\n".join([

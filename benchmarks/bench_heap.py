@@ -37,15 +37,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import RESULTS, load_average, machine_info, markdown_table
+from _common import STEADY_HEAP, RESULTS, default_heap_env, load_average, machine_info, markdown_table
 
 from mlflow import MlflowClient
 
-#: glibc's tunables for the steady heap: one arena, no mmap, no trimming (``_common.steady_heap``)
-STEADY_HEAP = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
-
-RECIPE_SHAPE = ["task=lm", "data=synthetic", "data.num_train=24000", "tokenizer=char", "embedding.dim=64", "model.hidden_size=512",
-                "task.bptt=128", "task.batch_size=64", "optimizer=adam", "optimizer.lr=0.002"]
+RECIPE_SHAPE = ["task=lm", "data=synthetic", "data.num_train=24000", "tokenizer=char", "embedding.dim=64",
+                "model.hidden_size=512", "task.bptt=128", "task.batch_size=64", "optimizer=adam", "optimizer.lr=0.002"]
 QUICK_SHAPE = ["task=lm", "data=synthetic", "tokenizer=char", "embedding.dim=16", "model.hidden_size=64",
                "task.bptt=32", "task.batch_size=16"]
 ROWS = {"LSTM, fused": ["model=lstm", "model.impl=fused"],
@@ -57,8 +54,8 @@ HEAPS = {"glibc defaults": None, "steady heap": STEADY_HEAP}
 def run_once(overrides: list[str], tunables: str | None, batches: int) -> dict:
     """One ``python -m seqbench`` run in a fresh root; its tokens/s and page faults per update."""
     with tempfile.TemporaryDirectory(prefix="bench_heap_") as tmp:
-        env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MLFLOW_EXPERIMENT_NAME")}
-        env.update(SEQBENCH_ROOT=tmp, MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db")
+        env = default_heap_env(SEQBENCH_ROOT=tmp, MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db")
+        env.pop("MLFLOW_EXPERIMENT_NAME", None)
         if tunables:
             env["GLIBC_TUNABLES"] = tunables
         cmd = [sys.executable, "-m", "seqbench", *overrides, "trainer.max_epochs=1",
@@ -118,7 +115,8 @@ def main(argv=None) -> int:
         __doc__.split("Protocol\n", 1)[1].strip().replace("\n  ", " "),
         f"* Shape: `{' '.join(shape)}`; {batches} updates, {rounds} round(s).",
         f"* Steady heap: `GLIBC_TUNABLES={STEADY_HEAP}` in the run's environment. It keeps freed memory in "
-        "the process (its resident set stays at its peak) and serves every thread from one arena.", "",
+        "the process (its resident set stays at its peak), serves every thread from one arena and has no "
+        "tcache (`_common.restart_on_heap` says why).", "",
         "## Results", "",
         markdown_table(["model", "heap", "tokens/s (median)", "tokens/s (each run)", "page faults/update (each run)",
                         "peak MiB (median)", "x glibc defaults"], rows), ""])

@@ -20,8 +20,8 @@ Protocol
   several exp/log passes over all B*T*H numbers (``torch.logcumsumexp`` forward, three more in its
   backward), the loop mode T fused multiply-adds on B*H numbers each way, the sequential mode T
   autograd steps.
-* CPU: the timed steps run on a steady heap (``_common.steady_heap``: one glibc arena, mmap and
-  trimming off), so that large per-step blocks (the scan's (B, T, H) arrays at long T) reuse memory
+* CPU: the timed steps run on a steady heap (``_common.restart_on_heap``: one glibc arena, mmap,
+  trimming and tcache off), so that large per-step blocks (the scan's (B, T, H) arrays at long T) reuse memory
   instead of faulting in fresh pages every step, as under a caching allocator; ``--heap glibc``
   keeps glibc's defaults.
 Goal (issue 14): on CPU at T = 512 the minimal cells' training mode reaches >= 2x fused ``nn.GRU``
@@ -41,7 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (RESULTS, OtherLoad, device_kind, load_average, machine_info,  # noqa: E402
-                     markdown_table, steady_heap)
+                     markdown_table, restart_on_heap)
 
 from seqbench.cells import build_stack  # noqa: E402
 
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
                         help="CPU allocator for the timed steps: steady heap (default) or glibc's defaults")
     args = parser.parse_args(argv)
     device = device_kind()
-    steady = device == "cpu" and args.heap == "steady" and steady_heap()
+    steady = restart_on_heap(device == "cpu" and args.heap == "steady")
     if args.threads:
         torch.set_num_threads(args.threads)
     B, H = (4, 16) if args.quick else (16, 128)
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
                          args.max_sequential_T, other))
     info = machine_info(device)
     if device == "cpu":
-        info["heap (timed steps)"] = ("steady (glibc mallopt: 1 arena, no mmap, no trim)" if steady
+        info["heap (timed steps)"] = ("steady (GLIBC_TUNABLES: 1 arena, no mmap, no trim, no tcache)" if steady
                                       else "glibc defaults")
     lines = ["# Sequence-length sweep: parallel scan vs sequential vs fused", "",
              f"`python benchmarks/bench_scan.py{command_args(argv)}` — forward+backward, 1 layer, I = H, float32, median of "
