@@ -161,18 +161,24 @@ def time_all(configs, size: dict, device: str, repeats: int,
     return times, faults, other
 
 
+def run_child(flag: str, payload, threads: int, env: dict, what: str) -> dict | None:
+    """Run this script as a child on glibc's default heap (``env``) with ``flag payload`` (JSON)
+    and return what it printed last, ``{config: value}``; None (and a note) when it fails."""
+    cmd = [sys.executable, __file__, flag, json.dumps(payload), "--threads", str(threads), "--heap", "glibc"]
+    try:
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, timeout=1800)
+        return {tuple(c): v for c, v in json.loads(out.stdout.strip().splitlines()[-1])}
+    except (subprocess.SubprocessError, OSError, ValueError) as err:
+        print(f"{what} not measured: {err}", file=sys.stderr)
+        return None
+
+
 def time_in_child(configs, size: dict, repeats: int, warmup: int, threads: int) -> dict:
     """{config: (median s, median page faults)} of ``configs`` timed in a fresh process on
-    glibc's default heap (``--heap glibc``); {} when the child fails."""
-    cmd = [sys.executable, __file__, "--timing-child", json.dumps([size, configs, repeats, warmup]),
-           "--threads", str(threads), "--heap", "glibc"]
-    try:
-        out = subprocess.run(cmd, env=default_heap_env(), capture_output=True, text=True, check=True,
-                             timeout=1800)
-        return {tuple(c): tuple(v) for c, v in json.loads(out.stdout.strip().splitlines()[-1])}
-    except (subprocess.SubprocessError, OSError, ValueError) as err:
-        print(f"glibc-heap reference not timed: {err}", file=sys.stderr)
-        return {}
+    glibc's default heap; {} when the child fails."""
+    measured = run_child("--timing-child", [size, configs, repeats, warmup], threads, default_heap_env(),
+                         "glibc-heap reference")
+    return {c: tuple(v) for c, v in (measured or {}).items()}
 
 
 def glibc_reference_note(configs, size: dict, times: dict, repeats: int, warmup: int,
@@ -232,16 +238,9 @@ def peak_memory_here(configs, size: dict, device: str) -> dict:
 def peak_memory(configs, size: dict, device: str, threads: int) -> dict:
     if device == "cuda":
         return peak_memory_here(configs, size, device)
-    env = default_heap_env(MALLOC_MMAP_THRESHOLD_="65536")
-    cmd = [sys.executable, __file__, "--memory-child", json.dumps([size, configs]),
-           "--threads", str(threads)]
-    try:
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, timeout=900)
-        measured = {tuple(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1])}
-        return {c: measured.get(c) for c in configs}
-    except (subprocess.SubprocessError, OSError, ValueError) as err:
-        print(f"peak memory not measured: {err}", file=sys.stderr)
-        return {c: None for c in configs}
+    measured = run_child("--memory-child", [size, configs], threads,
+                         default_heap_env(MALLOC_MMAP_THRESHOLD_="65536"), "peak memory") or {}
+    return {c: measured.get(c) for c in configs}
 
 
 # ------------------------------------------------------------------ report
