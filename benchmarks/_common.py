@@ -98,6 +98,17 @@ def restart_on_heap(steady: bool) -> bool:
     return steady
 
 
+def add_heap_argument(parser) -> None:
+    """The ``--heap`` option of a timing script (see :func:`restart_on_heap`)."""
+    parser.add_argument("--heap", choices=("steady", "glibc"), default="steady",
+                        help="CPU allocator for the timed steps: steady heap (default) or glibc's defaults")
+
+
+def heap_label(steady: bool) -> str:
+    """The results file's line for the heap the timed steps ran on."""
+    return "steady (GLIBC_TUNABLES: 1 arena, no mmap, no trim, no tcache)" if steady else "glibc defaults"
+
+
 def default_heap_env(**extra: str) -> dict[str, str]:
     """This process's environment for a child that must run on glibc's default heap."""
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}

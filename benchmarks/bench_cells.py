@@ -60,7 +60,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (RESULTS, OtherLoad, device_kind, load_average, machine_info,  # noqa: E402
-                     default_heap_env, markdown_table, restart_on_heap)
+                     default_heap_env, markdown_table, add_heap_argument, heap_label, restart_on_heap)
 
 from seqbench.cells import available_cells, build_stack, cell_class, count_parameters, fused_cells  # noqa: E402
 from seqbench.errors import ConfigError  # noqa: E402
@@ -274,8 +274,7 @@ def main(argv=None) -> None:
                         help="torch intra-op threads, or a list run one after the other, e.g. 2,1")
     parser.add_argument("--only", default=None, help="comma-separated models, e.g. lstm,cifg")
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write")
-    parser.add_argument("--heap", choices=("steady", "glibc"), default="steady",
-                        help="CPU allocator for the timed steps: steady heap (default) or glibc's defaults")
+    add_heap_argument(parser)
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--timing-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -331,8 +330,7 @@ def main(argv=None) -> None:
     info = machine_info(device)
     info["torch threads (intra-op)"] = ", ".join(map(str, thread_counts))
     if device == "cpu":
-        info["heap (timed steps)"] = ("steady (GLIBC_TUNABLES: 1 arena, no mmap, no trim, no tcache)" if steady
-                                      else "glibc defaults")
+        info["heap (timed steps)"] = heap_label(steady)
     reference = "cuDNN" if device == "cuda" else "oneDNN, torch's CPU RNN kernels"
     text = "\n".join([
         f"# Recurrent cells: forward+backward throughput ({device}){' - quick' if args.quick else ''}",

@@ -41,7 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (RESULTS, OtherLoad, device_kind, load_average, machine_info,  # noqa: E402
-                     markdown_table, restart_on_heap)
+                     markdown_table, add_heap_argument, heap_label, restart_on_heap)
 
 from seqbench.cells import build_stack  # noqa: E402
 
@@ -125,8 +125,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--max-sequential-T", type=int, default=1024)
-    parser.add_argument("--heap", choices=("steady", "glibc"), default="steady",
-                        help="CPU allocator for the timed steps: steady heap (default) or glibc's defaults")
+    add_heap_argument(parser)
     args = parser.parse_args(argv)
     device = device_kind()
     steady = restart_on_heap(device == "cpu" and args.heap == "steady")
@@ -145,8 +144,7 @@ def main(argv=None) -> int:
                          args.max_sequential_T, other))
     info = machine_info(device)
     if device == "cpu":
-        info["heap (timed steps)"] = ("steady (GLIBC_TUNABLES: 1 arena, no mmap, no trim, no tcache)" if steady
-                                      else "glibc defaults")
+        info["heap (timed steps)"] = heap_label(steady)
     lines = ["# Sequence-length sweep: parallel scan vs sequential vs fused", "",
              f"`python benchmarks/bench_scan.py{command_args(argv)}` — forward+backward, 1 layer, I = H, float32, median of "
              f"{repeats} rounds; ratio to fused nn.GRU at the same shape, measured in this run.", "",
