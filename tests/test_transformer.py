@@ -68,6 +68,23 @@ def test_outputs_never_depend_on_later_inputs():
         assert (other[:, t] - out[:, t]).abs().min() > 0
 
 
+def test_a_pass_attends_over_the_real_context_only(monkeypatch):
+    """Empty window slots (a fresh state's) take no part in a pass: with context 64, a fresh call of
+    5 tokens attends over 5 positions, a second call of 3 over 8, one token after them over 9;
+    padded rows do not widen it past the longest row's real context."""
+    seen = []
+    real = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr("seqbench.cells.transformer.F.scaled_dot_product_attention",
+                        lambda q, k, v, **kw: seen.append(k.shape[2]) or real(q, k, v, **kw))
+    stack = stack_of(context=64, num_layers=1)
+    x = torch.randn(2, 9, 3, dtype=DT)
+    _, state = stack(x[:, :5])
+    _, state = stack(x[:, 5:8], state)
+    stack(x[:, 8:9], state)
+    stack(x[:, :7], lengths=torch.tensor([7, 2]))
+    assert seen == [5, 8, 9, 7]
+
+
 # ------------------------------------------------------------------ the state is the context
 def test_carried_state_equals_one_long_window():
     """Two truncated-BPTT windows with the detached state carried, and generation's one step at a

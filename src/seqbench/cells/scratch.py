@@ -232,8 +232,8 @@ class ScratchStack(RecurrentStack):
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_in = F.dropout(layer_in, self.dropout, training=True)
 
-        c_n = torch.stack(c_n) if self.has_cell_state else None
-        return layer_in.transpose(0, 1), torch.stack(h_n), c_n
+        c_n = stack_layers(c_n) if self.has_cell_state else None
+        return layer_in.transpose(0, 1), stack_layers(h_n), c_n
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
@@ -267,6 +267,12 @@ class ForgetBiasMixin:
 
 
 # ------------------------------------------------------------------------ helpers for recurrences
+def stack_layers(states: list[Tensor]) -> Tensor:
+    """``(L*D, B, W)`` from each layer and direction's final state: a view when there is one (a
+    one-layer mLSTM's state is B x d^2 numbers, and copying it cost as much as its attention)."""
+    return states[0].unsqueeze(0) if len(states) == 1 else torch.stack(states)
+
+
 def input_projection(x: Tensor, w_ih: Tensor, bias: Tensor) -> Tensor:
     """``x W_ih^T + bias`` for every time step in one matmul: ``(T, B, I) -> (T, B, G*H)``."""
     T, B, I = x.shape

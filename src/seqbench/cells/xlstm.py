@@ -255,8 +255,13 @@ class MLSTM(ScratchStack):
         m = torch.maximum(log_D.amax(-1), log_D0)                    # (B, NH, T)
         D, D0 = torch.exp(log_D - m.unsqueeze(-1)), torch.exp(log_D0 - m)
         S = (q @ k.transpose(-1, -2)) * D                            # (B, NH, T, T)
-        numerator = S @ v + D0.unsqueeze(-1) * (q @ C0.transpose(-1, -2))          # C_t q_t
-        dot = S.sum(-1) + D0 * (q @ n0.unsqueeze(-1)).squeeze(-1)                  # n_t . q_t
+        numerator, dot = S @ v, S.sum(-1)                            # C_t q_t, n_t . q_t
+        # a zero state (a fresh one: every classification batch) adds exactly nothing to either;
+        # skipping it saves a (B T d^2) matmul each way, as large as the attention itself
+        carried = bool(C0.any() or n0.any())
+        if carried:
+            numerator = numerator + D0.unsqueeze(-1) * (q @ C0.transpose(-1, -2))
+            dot = dot + D0 * (q @ n0.unsqueeze(-1)).squeeze(-1)
         h_tilde = normalised(numerator, dot, m).permute(2, 0, 1, 3).reshape(T, B, -1)
         y = torch.sigmoid(o_pre) * h_tilde                           # (T, B, H)
         if alive is not None:
@@ -267,8 +272,10 @@ class MLSTM(ScratchStack):
         NH = self.num_heads
         w = D.gather(2, t_last.unsqueeze(-1).expand(B, NH, 1, T)).squeeze(2)   # (B, NH, T)
         w0 = D0.gather(2, t_last.expand(B, NH, 1)).squeeze(2)                   # (B, NH)
-        C_T = torch.einsum("bhs,bhsd,bhse->bhde", w, v, k) + w0[..., None, None] * C0
-        n_T = torch.einsum("bhs,bhse->bhe", w, k) + w0.unsqueeze(-1) * n0
+        C_T = (w.unsqueeze(-1) * v).transpose(-1, -2) @ k             # sum_s w_s v_s k_s^T, (B, NH, d, d)
+        n_T = (w.unsqueeze(-2) @ k).squeeze(-2)                       # sum_s w_s k_s
+        if carried:
+            C_T, n_T = C_T + w0[..., None, None] * C0, n_T + w0.unsqueeze(-1) * n0
         m_T = m.gather(2, t_last.expand(B, NH, 1)).squeeze(2)
         return y, final_state(y, last), self.pack(C_T, n_T, m_T)
 
