@@ -2,16 +2,17 @@
 
 ``make sweep`` runs a stage's Hydra multiruns with the local (joblib) launcher either one after
 another, each spreading its jobs over all job slots, or ``jobs`` of them at once, each running its
-jobs one after another (``seqbench.sweep.concurrent_multiruns`` chooses: lanes when a stage has
-more than two multiruns per job slot). This benchmark runs the same multirun command lines
+jobs one after another (``seqbench.sweep.concurrent_multiruns`` chooses: lanes unless one multirun
+holds more than a lane's share of the stage's expected work). This benchmark runs the same multirun command lines
 (``seqbench.sweep.sweep_commands``, real ``python -m seqbench -m ...`` processes, each tracked in its
 own MLflow store) under both schedules, in alternating order, and reports wall time, how busy the
 cores were, and the ratio, measured in one run. Three stages are timed:
 
 * many small grids (the shape of the modern, long_range and tokenizers studies' stages), where a
   multirun's start-up and its last lone job leave cores idle one at a time;
-* a few grids of equal work (the rule's threshold);
-* one dominant grid (the cells study's stages), where one lane would hold the long grid alone.
+* a few grids of equal work;
+* one dominant grid with the fewest jobs (the cells study's comparison), where one lane would hold
+  the long grid alone: job counts say several at once, durations say one at a time.
 
 ``python benchmarks/bench_sweep.py`` writes ``benchmarks/results/sweep-cpu.md``; ``--quick`` is a
 smaller, unsaved check.
@@ -54,9 +55,10 @@ def stages(quick: bool) -> dict[str, dict]:
         "few equal grids": {"name": "bench_few", "seeds": [0, 1], "common": COMMON, "grids": [
             {"name": " and ".join(pair), "overrides": [f"model={','.join(pair)}", *short]}
             for pair in (MODELS[0:2], MODELS[2:4], MODELS[4:6])]},
-        # the cells study's tuning stage: one grid of a few long jobs holds most of the work
+        # the cells study's comparison: the grid of a few long jobs holds most of the work, not most jobs
         "one dominant grid": {"name": "bench_dominant", "seeds": [0, 1], "common": COMMON, "grids": [
-            {"name": "short", "overrides": ["model=rnn,gru,lstm,cifg", *short]},
+            {"name": "short", "overrides": ["model=rnn,gru", *short]},
+            {"name": "short too", "overrides": ["model=lstm,cifg", *short]},
             {"name": "long", "overrides": ["model=lstm", "model.hidden_size=128",
                                            f"trainer.max_epochs={4 if quick else 40}"]}]},
     }
@@ -106,16 +108,18 @@ def run_schedule(study: dict, lanes: int, jobs: int) -> dict:
     return {"wall": wall, "busy": busy / (wall * (os.cpu_count() or 1)), "durations": durations}
 
 
-def driver_choices(study: dict, durations: dict[str, float], jobs: int) -> tuple[int, float, float]:
-    """The lanes ``concurrent_multiruns`` picks for the stage, and the largest multirun's share of
-    the stage's jobs and of its measured work (the summed durations of its runs)."""
+def driver_choices(study: dict, durations: dict[str, float], jobs: int) -> tuple[int, int, float, float]:
+    """The lanes ``concurrent_multiruns`` picks for the stage from the durations of its runs (as
+    the driver does once earlier runs are in MLflow) and from job counts (as it does without), and
+    the largest multirun's share of the stage's jobs and of its measured work."""
     expected = expected_runs(study, tempfile.gettempdir())
     n = len(sweeps(study))
     jobs_of, work_of = [0] * n, [0.0] * n
     for e in expected:
         jobs_of[e.sweep] += 1
         work_of[e.sweep] += durations[e.hash]
-    return concurrent_multiruns("local", jobs, n), max(jobs_of) / sum(jobs_of), max(work_of) / sum(work_of)
+    return (concurrent_multiruns("local", jobs, work_of), concurrent_multiruns("local", jobs, jobs_of),
+            max(jobs_of) / sum(jobs_of), max(work_of) / sum(work_of))
 
 
 def main(argv=None) -> int:
@@ -140,7 +144,7 @@ def main(argv=None) -> int:
     rows = []
     for name, study in chosen.items():
         n_sweeps, n_jobs = len(sweeps(study)), sum(len(expand(s.overrides)) for s in sweeps(study))
-        rule, job_share, work_share = driver_choices(study, results[(name, 1)][0]["durations"], args.jobs)
+        rule, by_counts, job_share, work_share = driver_choices(study, results[(name, 1)][0]["durations"], args.jobs)
         base = statistics.median(r["wall"] for r in results[(name, 1)])
         for lanes in (1, args.jobs):
             rs = results[(name, lanes)]
@@ -149,7 +153,7 @@ def main(argv=None) -> int:
                    else f"{lanes} multiruns at a time, 1 job each")
             rows.append([name, f"{n_sweeps} multiruns, {n_jobs} jobs; largest share of the jobs "
                                f"{100 * job_share:.0f} %, of the work {100 * work_share:.0f} %",
-                         how, "yes" if lanes == rule else "", f"{wall:.1f}", " ".join(f"{r['wall']:.1f}" for r in rs),
+                         how, "yes" if lanes == rule else "", "yes" if lanes == by_counts else "", f"{wall:.1f}", " ".join(f"{r['wall']:.1f}" for r in rs),
                          f"{100 * statistics.median(r['busy'] for r in rs):.0f} %", f"{base / wall:.2f}"])
     info = machine_info("cpu")
     lines = ["# Sweep scheduling: one multirun at a time vs several at once (cpu)", "",
@@ -168,12 +172,14 @@ def main(argv=None) -> int:
              f"* {rounds} round(s), the schedules in alternating order; reported: median wall time, every "
              "round's, the share of the machine's core time that was busy (`/proc/stat`, everything on the "
              "machine: run alone), and the speed-up over one multirun at a time (median wall times of this run).",
-             "* `driver's choice`: the schedule `seqbench.sweep.concurrent_multiruns` picks for the stage "
-             f"(several at once with more than {2 * args.jobs} multiruns). `largest share`: the largest share of the "
-             "stage's jobs one multirun holds, and of its work (the summed wall times of a multirun's runs in the "
-             "first round one multirun at a time).", "",
+             "* `driver's choice`: the schedule `seqbench.sweep.concurrent_multiruns` picks for the stage: "
+             "several at once unless one multirun holds more than a lane's share of the stage's expected work. "
+             "`by durations`: the work as the summed wall times of each multirun's runs (the first round one "
+             "multirun at a time), as the driver has it once earlier runs of the same configurations, or of "
+             "the same task, data and model, are in MLflow; `by job counts`: as it has it without. "
+             "`largest share`: the largest share of the stage's jobs one multirun holds, and of its work.", "",
              "## Results", "",
-             markdown_table(["stage", "size", "schedule", "driver's choice", "wall s (median)", "wall s (rounds)",
+             markdown_table(["stage", "size", "schedule", "driver's choice by durations", "by job counts", "wall s (median)", "wall s (rounds)",
                              "cores busy", "speed-up"], rows), ""]
     text = "\n".join(lines)
     print(text)

@@ -74,10 +74,13 @@ def test_study_files_and_commands():
     assert len(tune) == len(study["grids"])
     assert all("stage=tune" in c and "seed=100" in c and any(o.startswith("optimizer.lr=") and "," in o for o in c)
                for c in tune)
-    # several multiruns at once only with more than two per job slot (enough to balance the lanes)
-    assert [concurrent_multiruns("local", 2, n) for n in (1, 2, 4, 5, 13)] == [1, 1, 1, 2, 2]
-    assert concurrent_multiruns("local", 4, 8) == 1 and concurrent_multiruns("local", 4, 9) == 4
-    assert concurrent_multiruns("slurm", 2, 13) == concurrent_multiruns("basic", 2, 13) == 1
+    # several multiruns at once unless one holds more than a lane's share of the stage's work
+    assert [concurrent_multiruns("local", 2, [1.0] * n) for n in (1, 2, 3, 13)] == [1, 2, 2, 2]
+    assert concurrent_multiruns("local", 4, [1.0] * 3) == 3 and concurrent_multiruns("local", 4, [1.0] * 9) == 4
+    assert concurrent_multiruns("local", 2, [440.0, 96.0, 64.0]) == 1      # cells' comparison: SST-2 ~70 %
+    assert concurrent_multiruns("local", 2, [3.0, 1.0, 1.0, 1.0]) == 2     # exactly a lane's share: balanced
+    assert concurrent_multiruns("local", 4, [3.0, 1.0, 1.0, 1.0, 1.0]) == 1
+    assert concurrent_multiruns("slurm", 2, [1.0] * 13) == concurrent_multiruns("basic", 2, [1.0] * 13) == 1
     # 2 at once on 2 jobs: one job each, each in its own sweep dir (they may start in the same second)
     shared = sweep_commands(study, sweeps(study, "tune"), "local", jobs=2, lanes=2)
     assert all("hydra.launcher.n_jobs=1" in c and "num_threads=1" in c for c in shared)
@@ -89,6 +92,41 @@ def test_study_files_and_commands():
         grid_commands(study, "k8s")
     with pytest.raises(ConfigError, match="unknown study 'nope'; valid choices: .*cells"):
         load_study("nope")
+
+
+def test_expected_work_from_earlier_runs_of_the_same_config_or_kind(tmp_path):
+    """A configuration's expected seconds: the median FINISHED run of its config hash, else of its
+    task, data and model (a FAILED run and other kinds do not count); job counts as soon as one
+    pending configuration has neither."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from seqbench.sweep import expected_work
+    from seqbench.tracking import Tracker
+
+    tracker = Tracker(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="seqbench/t",
+                      artifact_location=str(tmp_path / "a"))
+
+    def run(seconds, status="FINISHED", **tags):
+        r = tracker.client.create_run(tracker.experiment_id, start_time=1_000_000, tags=tags)
+        tracker.client.set_terminated(r.info.run_id, status, end_time=1_000_000 + int(seconds * 1000))
+
+    def config(h, task="classify", data="sst2", model="lstm"):
+        cfg = OmegaConf.create({"task": {"name": task}, "data": {"name": data}, "model": {"name": model}})
+        return SimpleNamespace(hash=h, cfg=cfg)
+
+    kind = {"task": "classify", "data": "sst2", "model": "lstm"}
+    for seconds in (50.0, 60.0, 52.0):                   # tuning runs of the kind: median 52 s
+        run(seconds, config_hash="tuning", **kind)
+    run(500.0, "FAILED", **kind)
+    run(7.0, config_hash="copy-0", task="copy", data="copy", model="lstm")
+    run(9.0, config_hash="copy-0", task="copy", data="copy", model="lstm")
+    pending = [[config("new-a"), config("new-b")], [config("copy-0", "copy", "copy")]]
+    assert expected_work(pending, tracker) == ([104.0, 8.0], "s")
+    unknown = [*pending, [config("new-c", model="gru")]]
+    assert expected_work(unknown, tracker) == ([2.0, 1.0, 1.0], "jobs")
+    assert expected_work(pending, None) == ([2.0, 1.0], "jobs")
 
 
 def test_multiruns_run_up_to_lanes_at_once_in_order(tmp_path):

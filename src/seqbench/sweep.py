@@ -2,8 +2,9 @@
 
 A study is a list of grids (Hydra multirun sweeps) with shared overrides and seeds. Each grid runs
 as ``python -m seqbench -m <grid> seed=<seeds> <common> study=<name> skip_finished=true`` with a
-Hydra launcher (``local``: joblib processes, and a stage of many multiruns several at once, one job
-each, so that no core idles while a grid starts up or finishes its last job; ``slurm``: submitit;
+Hydra launcher (``local``: joblib processes, and a stage's multiruns several at once, one job each,
+so that no core idles while a grid starts up or finishes its last job, unless one of them holds more
+than its share of the expected work, known from earlier runs in MLflow; ``slurm``: submitit;
 ``submitit_local``: submitit's local executor, the SLURM code path without a cluster; ``basic``:
 one after another). The study is one
 place in MLflow: its own experiment (``seqbench/<study>``) with one parent run, the jobs nested
@@ -20,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 from seqbench.errors import SeqbenchError, choice_error
 from seqbench.study import expand, expected_runs, load_study, point_key, resolve, studies, study_tracker, sweeps
@@ -29,18 +31,42 @@ from seqbench.study import expand, expected_runs, load_study, point_key, resolve
 LAUNCHERS = ("local", "slurm", "submitit_local", "basic")
 
 
-def concurrent_multiruns(launcher: str, jobs: int | None, n_sweeps: int) -> int:
-    """How many of a stage's multiruns run at once.
+def concurrent_multiruns(launcher: str, jobs: int | None, work: Sequence[float]) -> int:
+    """How many of a stage's multiruns run at once, given each one's expected work (seconds, or
+    job counts when no durations are known).
 
-    With the local launcher and more than two multiruns per job slot: ``jobs``, each multirun then
-    running its jobs one after another in its own process, so that one grid's start-up and its
-    last, lone job overlap another grid's jobs instead of leaving cores idle (the largest first:
-    enough multiruns per lane to balance the lanes). With fewer, a lane could hold one long grid
-    alone on one job while the other lanes idle (the ``cells`` study: 2 SST-2 runs of 50 s against
-    15 copy runs of 8 s), so one multirun at a time with all the jobs. One for the other launchers
-    (SLURM queues every job at once; submitit_local starts all of a multirun's jobs together)."""
+    With the local launcher: ``min(jobs, multiruns)`` lanes, each multirun running its jobs one
+    after another in its own process, the largest first, so that one grid's start-up and its last,
+    lone job overlap another grid's jobs instead of leaving cores idle; unless one multirun holds
+    more than a lane's share of the stage's work: that lane would still be running it alone, on one
+    job, while the others idle (the ``cells`` study's comparison: 8 SST-2 runs of ~55 s are 29 % of
+    its jobs but ~70 % of its work), so then one multirun at a time with all the jobs. One for the
+    other launchers (SLURM queues every job at once; submitit_local starts a multirun's jobs together).
+    Measured on three stage shapes by ``benchmarks/bench_sweep.py`` (docs/sweeps.md)."""
     jobs = jobs or os.cpu_count() or 1
-    return jobs if launcher == "local" and n_sweeps > 2 * jobs else 1
+    lanes = min(jobs, len(work))
+    if launcher != "local" or lanes < 2:
+        return 1
+    return lanes if max(work) * lanes <= sum(work) else 1
+
+
+def expected_work(pending: Sequence[Sequence], tracker) -> tuple[list[float], str]:
+    """Each multirun's expected work: the sum of its pending configurations' expected seconds (the
+    median FINISHED run of the same config hash in the study's experiment, else of the same task,
+    data and model: e.g. the tuning runs before a comparison), or, when any configuration has
+    neither, its job count. Returns the work and what it is measured in ("s" or "jobs")."""
+    from statistics import median
+
+    from seqbench.tracking import config_kind
+
+    by_hash, by_kind = tracker.finished_durations() if tracker is not None else ({}, {})
+    work = []
+    for configurations in pending:
+        seconds = [by_hash.get(e.hash) or by_kind.get(config_kind(e.cfg)) for e in configurations]
+        if not all(seconds):
+            return [float(len(c)) for c in pending], "jobs"
+        work.append(sum(median(s) for s in seconds))
+    return work, "s"
 
 
 def sweep_commands(study: dict, stage_sweeps: list, launcher: str = "local", jobs: int | None = None,
@@ -258,7 +284,8 @@ def run_stage(study: dict, stage: str, stage_sweeps: list, command_of, expected:
               parent, launcher: str = "local", jobs: int | None = None) -> int | None:
     """Launch a stage's multiruns, skipping those whose every configuration already has a reusable
     FINISHED run (not even a process is started); with the local launcher several at once
-    (:func:`concurrent_multiruns`), the largest first, so that the last to end is a small one.
+    (:func:`concurrent_multiruns`, from :func:`expected_work`), the largest first, so that the last
+    to end is a small one.
     ``command_of(sweeps, lanes)`` gives their command lines. Returns the signal that stopped it,
     else None. Jobs that ran on this machine (not SLURM, whose jobs outlive the multirun) have all
     ended when it returns, so runs a signal left RUNNING are closed KILLED."""
@@ -266,19 +293,24 @@ def run_stage(study: dict, stage: str, stage_sweeps: list, command_of, expected:
     if skipped := sum(done):
         print(f"== {study['name']}: {stage}: {skipped}/{len(expected)} configurations already have a FINISHED run "
               f"to reuse (same config hash and code version): skipped", flush=True)
-    todo = []
+    todo, pending = [], []
     for i, s in enumerate(stage_sweeps):
-        mine = [d for e, d in zip(expected, done) if e.sweep == i]
-        if mine and all(mine):  # nothing to do: its jobs would all skip
+        mine = [(e, d) for e, d in zip(expected, done) if e.sweep == i]
+        if mine and all(d for _, d in mine):  # nothing to do: its jobs would all skip
             print(f"== {study['name']}: {stage}: {label(s)}: skipped, all {len(mine)} configurations FINISHED",
                   flush=True)
         else:
-            todo.append((len(mine) - sum(mine), s))
-    lanes = concurrent_multiruns(launcher, jobs, len(todo))
+            todo.append(s)
+            pending.append([e for e, d in mine if not d])
+    work, unit = expected_work(pending, tracker) if launcher == "local" else ([1.0] * len(todo), "jobs")
+    lanes = concurrent_multiruns(launcher, jobs, work)
+    if len(todo) > 1 and launcher == "local":
+        print(f"== {study['name']}: {stage}: {len(todo)} multiruns, "
+              f"{f'{lanes} at a time' if lanes > 1 else 'one at a time'}: the largest holds "
+              f"{max(work) / (sum(work) or 1):.0%} of the expected work ({sum(work):,.0f} {unit})", flush=True)
     if lanes > 1:
-        todo.sort(key=lambda pending_and_sweep: -pending_and_sweep[0])
-        print(f"== {study['name']}: {stage}: {len(todo)} multiruns, {lanes} at a time", flush=True)
-    todo = [s for _, s in todo]
+        order = sorted(range(len(todo)), key=lambda k: -work[k])
+        todo = [todo[k] for k in order]
     started_ms = int(time.time() * 1000)
     # a failing job is recorded FAILED by the job itself; the multirun goes on
     signum = run_multiruns(command_of(todo, lanes), lanes,
@@ -322,7 +354,8 @@ def run_study(study: dict, launcher: str = "local", jobs: int | None = None, ove
         tune_sweeps, compare_sweeps = sweeps(study, "tune"), sweeps(study)
         if dry_run:
             tune_commands, commands = (
-                sweep_commands(study, s, launcher, jobs, overrides, concurrent_multiruns(launcher, jobs, len(s)))
+                sweep_commands(study, s, launcher, jobs, overrides,
+                               concurrent_multiruns(launcher, jobs, [len(expand(w.overrides)) for w in s]))
                 for s in (tune_sweeps, compare_sweeps))
             lines = [" ".join(c[1:]) for c in tune_commands]
             if tune_commands:
