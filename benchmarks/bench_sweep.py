@@ -30,10 +30,9 @@ from pathlib import Path
 
 from _common import RESULTS, busy_core_seconds, load_average, machine_info, markdown_table
 
-from mlflow import MlflowClient
-
 from seqbench.study import expand, expected_runs, sweeps
 from seqbench.sweep import concurrent_multiruns, run_multiruns, sweep_commands
+from seqbench.tracking import Tracker
 
 #: every job: LM on the embedded synthetic corpus (offline), a few seconds of training each
 COMMON = ["trainer.enable_progress_bar=false", "data.num_train=600", "data.num_val=100", "data.num_test=100",
@@ -65,11 +64,10 @@ def stages(quick: bool) -> dict[str, dict]:
 
 
 def finished_durations(root: Path, study: str) -> dict[str, float]:
-    """config_hash -> wall seconds (end - start) of the stage's FINISHED runs in this root's store."""
-    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
-    exp = client.get_experiment_by_name(f"seqbench/{study}")
-    runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'") if exp else []
-    return {r.data.tags["config_hash"]: (r.info.end_time - r.info.start_time) / 1000 for r in runs}
+    """config_hash -> wall seconds of the stage's FINISHED run in this root's store, read as the
+    sweep driver reads them (``Tracker.finished_durations``; one run per configuration here)."""
+    by_hash, _ = Tracker(f"sqlite:///{root}/mlflow.db", f"seqbench/{study}").finished_durations()
+    return {config: seconds[-1] for config, seconds in by_hash.items()}
 
 
 def run_schedule(study: dict, lanes: int, jobs: int) -> dict:
