@@ -93,23 +93,31 @@ def test_a_key_both_tuned_and_set_is_refused(tmp_path):
 def test_tuned_sweep_end_to_end_chooses_on_validation_and_reports_it(tmp_path):
     """A real tiny tuned study: the tune stage's runs, each cell compared at the learning rate
     with its lowest val/best_loss, both stages nested under the study's parent, and the report's
-    Tuning section naming the choice."""
+    Tuning section naming the choice. The grid that tunes nothing runs in the tune stage (it waits
+    for no choice), and only once."""
     from test_sweep import TINY_COMMON, parent_run, runs, seqbench
 
     common = [o for o in TINY_COMMON if not o.startswith("trainer.max_epochs")] + ["trainer.max_epochs=1"]
     study = tmp_path / "tuned.yaml"
     study.write_text(yaml.safe_dump({"name": "tuned", "seeds": [0], "common": common,
                                      "grids": [{"name": "g", "overrides": ["model=gru"],
-                                                "tune": {"optimizer.lr": [0.0003, 0.03]}}]}))
+                                                "tune": {"optimizer.lr": [0.0003, 0.03]}},
+                                               {"name": "h", "overrides": ["model=rnn"]}]}))
     p = seqbench("seqbench.sweep", str(study), "--jobs", "2", root=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "== tuned: 2 tuning + 1 comparison configurations" in p.stdout
-    assert "== tuned: 3/3 configurations FINISHED, 0 failed, 0 missing" in p.stdout
+    assert "== tuned: 2 tuning + 2 comparison configurations" in p.stdout
+    assert "== tuned: 4/4 configurations FINISHED, 0 failed, 0 missing" in p.stdout
+    lines = p.stdout.splitlines()
+    started = [line for line in lines if line in ("== tuned: tune: g", "== tuned: tune: h", "== tuned: compare: h")]
+    assert started == ["== tuned: tune: g", "== tuned: tune: h"], p.stdout   # h with the tuning, not after
+    chosen_at = next(k for k, line in enumerate(lines) if line.startswith("== tuned: tuned g:"))
+    assert chosen_at > lines.index("== tuned: tune: h")
     client, parent = parent_run(tmp_path, "tuned")
     _, all_runs = runs(tmp_path, "tuned")
     tuning = [r for r in all_runs if r.data.tags.get("stage") == "tune"]
     compare = [r for r in all_runs if "stage" not in r.data.tags]
-    assert len(tuning) == 2 and len(compare) == 1 and all(r.data.params["seed"] == "100" for r in tuning)
+    assert len(tuning) == 2 and len(compare) == 2 and all(r.data.params["seed"] == "100" for r in tuning)
+    assert sorted(r.data.tags["model"] for r in compare) == ["gru", "rnn"]
     for model in ("gru",):
         mine = {float(r.data.params["optimizer.lr"]): r.data.metrics["val/best_loss"]
                 for r in tuning if r.data.tags["model"] == model}
@@ -137,3 +145,30 @@ def test_fanova_importance_names_the_setting_that_matters():
     shares = dict(part.rsplit(" ", 1) for part in row.split("|")[3].strip().split(", "))
     assert float(shares["model"]) > 0.95 > float(shares["optimizer.lr"])
     assert importance_section({"copy: model=rnn": choice["copy: model=rnn"]}) == []
+
+
+def test_expanding_a_study_again_reuses_its_composed_configs_as_copies(tmp_path, monkeypatch):
+    """A sweep expands its study up to four times: the second time no configuration is composed
+    again (only the checks of each grid's keys and base), every config and hash is the same, and each caller gets
+    its own copy. A change to any config file is a new fingerprint, so nothing stale is reused."""
+    import hydra
+
+    from seqbench.study import conf_fingerprint
+
+    first = expected_runs(STUDY, str(tmp_path), stage="tune")
+    calls = []
+    compose = hydra.compose
+    monkeypatch.setattr(hydra, "compose", lambda *a, **kw: calls.append(kw) or compose(*a, **kw))
+    again = expected_runs(STUDY, str(tmp_path), stage="tune")
+    assert calls and not [c for c in calls if "study=t" in c.get("overrides", [])]   # only the checks'
+    assert [e.hash for e in again] == [e.hash for e in first] and again[0].cfg == first[0].cfg
+    first[0].cfg.optimizer.lr = 5.0
+    assert expected_runs(STUDY, str(tmp_path), stage="tune")[0].cfg.optimizer.lr == again[0].cfg.optimizer.lr != 5.0
+
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "a.yaml").write_text("hidden_size: 8\n")
+    before = conf_fingerprint(tmp_path / "conf")
+    (tmp_path / "conf" / "model" / "a.yaml").write_text("hidden_size: 16\n")
+    assert conf_fingerprint(tmp_path / "conf") != before
+    (tmp_path / "conf" / "model" / "b.yaml").write_text("hidden_size: 16\n")
+    assert len(conf_fingerprint(tmp_path / "conf")) == 2

@@ -220,6 +220,34 @@ def test_mlstm_never_reads_its_initial_h():
     assert not cell_class("mlstm").output_feeds_back and cell_class("slstm").output_feeds_back
 
 
+@pytest.mark.parametrize("mode", ["parallel", "sequential"])
+def test_a_fresh_mlstm_state_reaches_the_cell_as_none_and_equals_zeros(mode, monkeypatch):
+    """Without a state, every layer and direction's recurrence gets ``c0=None`` (no B x d^2 zero
+    memory allocated and scanned), and outputs, final state and gradients are exactly those of an
+    explicit zero state."""
+    stack = stack_of("mlstm", num_layers=2, bidirectional=True, mode=mode)
+    seen, recurrence = [], type(stack).recurrence
+
+    def spy(self, x, params, h0, c0, *rest):
+        seen.append(c0)
+        return recurrence(self, x, params, h0, c0, *rest)
+
+    monkeypatch.setattr(type(stack), "recurrence", spy)
+    x = torch.randn(5, 7, 3, dtype=DT, requires_grad=True)
+
+    def run(state):
+        out, (h, c) = stack(x, state, LENGTHS)
+        loss = (out * torch.linspace(-1, 1, out.shape[-1], dtype=DT)).sum() + h.square().sum() + c.square().sum()
+        return [out, h, c, *torch.autograd.grad(loss, [x, *stack.parameters()])]
+
+    fresh = run(None)
+    assert len(seen) == 4 and all(c0 is None for c0 in seen)
+    zero = run(stack.initial_state(5, dtype=DT))
+    assert all(c0 is not None for c0 in seen[4:])
+    for u, v in zip(fresh, zero, strict=True):
+        torch.testing.assert_close(u, v, rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------ gradcheck
 @pytest.mark.parametrize("variant", VARIANTS[:4], ids=ids)
 def test_gradcheck(variant):

@@ -6,7 +6,9 @@ Hydra launcher (``local``: joblib processes, and a stage's multiruns several at 
 so that no core idles while a grid starts up or finishes its last job, unless one of them holds more
 than its share of the expected work, known from earlier runs in MLflow; ``slurm``: submitit;
 ``submitit_local``: submitit's local executor, the SLURM code path without a cluster; ``basic``:
-one after another). The study is one
+one after another). A study with tuned grids (``tune:``) runs in two stages: the tuning runs
+together with the comparison of the grids that tune nothing, then the tuned grids' comparison at
+the settings chosen from the tuning runs. The study is one
 place in MLflow: its own experiment (``seqbench/<study>``) with one parent run, the jobs nested
 under it, and the report logged on it.
 Resumable: a job whose config hash already has a FINISHED run of the same code (``code_version``)
@@ -249,6 +251,31 @@ def run_multiruns(commands: list[list[str]], lanes: int = 1,
     return received[0] if received else None
 
 
+def select_sweeps(stage_sweeps: list, expected: list, keep: Sequence[int]) -> tuple[list, list]:
+    """The sweeps at indices ``keep`` and their expected configurations, numbered as in the result."""
+    index = {i: k for k, i in enumerate(keep)}
+    return [stage_sweeps[i] for i in keep], [renumbered(e, index[e.sweep]) for e in expected if e.sweep in index]
+
+
+def join_stages(*parts: tuple[list, list]) -> tuple[list, list]:
+    """One stage from several (sweeps, their expected configurations): the sweeps one after another,
+    each configuration numbered by its sweep's place in the whole."""
+    joined_sweeps, joined_expected = [], []
+    for stage_sweeps, expected in parts:
+        joined_expected += [renumbered(e, len(joined_sweeps) + e.sweep) for e in expected]
+        joined_sweeps += stage_sweeps
+    return joined_sweeps, joined_expected
+
+
+def renumbered(e, sweep: int):
+    """A copy of an expected configuration that belongs to the stage's ``sweep``-th multirun."""
+    from copy import copy
+
+    e = copy(e)
+    e.sweep = sweep
+    return e
+
+
 def summarize(study: dict, expected: list, tracker) -> dict[str, int]:
     """Count the study's configurations by their MLflow status; list those without a FINISHED run."""
     from seqbench.report import fetch_runs, problems
@@ -342,8 +369,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_study(study: dict, launcher: str = "local", jobs: int | None = None, overrides: list[str] = (),
               dry_run: bool = False) -> int:
-    """Run a loaded study (tune stage, then the comparison) under its parent run; the exit code:
-    0 all FINISHED (or a dry run), 1 a configuration left no record, 2 bad input, 128+N a signal."""
+    """Run a loaded study under its parent run: the tune stage, together with the comparison of
+    the grids that tune nothing (they wait for no choice, and keep the cores busy while the tuning
+    multiruns finish), then the comparison of the tuned grids at their chosen settings. The exit
+    code: 0 all FINISHED (or a dry run), 1 a configuration left no record, 2 bad input, 128+N a signal."""
     root = os.environ.get("SEQBENCH_ROOT", os.getcwd())
     overrides = list(overrides)
     tracking = [o for o in overrides if o.startswith(("logger", "paths"))]
@@ -353,14 +382,18 @@ def run_study(study: dict, launcher: str = "local", jobs: int | None = None, ove
             return decode_study(study, overrides)
         tune_sweeps, compare_sweeps = sweeps(study, "tune"), sweeps(study)
         if dry_run:
-            tune_commands, commands = (
+            stages = [compare_sweeps]
+            if tune_sweeps:  # the grids that tune nothing run in the tune stage (run_study)
+                stages = [[*tune_sweeps, *(s for s in compare_sweeps if not s.grid.get("tune"))],
+                          [s for s in compare_sweeps if s.grid.get("tune")]]
+            tune_commands, commands = [[]] * (2 - len(stages)) + [
                 sweep_commands(study, s, launcher, jobs, overrides,
                                concurrent_multiruns(launcher, jobs, [len(expand(w.overrides)) for w in s]))
-                for s in (tune_sweeps, compare_sweeps))
+                for s in stages]
             lines = [" ".join(c[1:]) for c in tune_commands]
             if tune_commands:
-                lines.append("# then the comparison, each tuned grid point at its chosen setting (here: the first "
-                             "candidates, until the tune stage has run):")
+                lines.append("# then the comparison of the tuned grids, each point at its chosen setting (here: "
+                             "the first candidates, until the tune stage has run):")
             print("\n".join(lines + [" ".join(c[1:]) for c in commands]))
             return 0
         tuned = preflight(study, root, extra, stage="tune")
@@ -382,7 +415,14 @@ def run_study(study: dict, launcher: str = "local", jobs: int | None = None, ove
         print(f"== {study['name']}: MLflow experiment {tracker.experiment!r}, parent run {parent}", flush=True)
     print(f"== {study['name']}: {len(tuned)} tuning + {len(expected)} comparison configurations", flush=True)
     if tuned:
-        if (signum := run_stage(study, "tune", tune_sweeps, command_of, tuned, tracker, parent, launcher, jobs)):
+        untuned = [i for i, s in enumerate(compare_sweeps) if not s.grid.get("tune")]
+        stage_sweeps, stage_expected = join_stages(
+            (tune_sweeps, tuned), select_sweeps(compare_sweeps, expected, untuned))
+        if untuned:
+            print(f"== {study['name']}: tune, with the comparison of the grids that tune nothing "
+                  f"({len(stage_expected) - len(tuned)} configurations: they wait for no choice)", flush=True)
+        if (signum := run_stage(study, "tune", stage_sweeps, command_of, stage_expected, tracker, parent,
+                                launcher, jobs)):
             return 128 + signum
         if launcher == "slurm":  # submitit returns when the jobs are queued: choose when they are done
             print(f"== {study['name']}: tuning jobs submitted; run the same command again when they have "
@@ -393,7 +433,12 @@ def run_study(study: dict, launcher: str = "local", jobs: int | None = None, ove
             print(f"== {study['name']}: tuned {point}: {' '.join(entry.get('chosen', ['(no finished candidate)']))}",
                   flush=True)
         compare_sweeps = sweeps(study, chosen={k: v["chosen"] for k, v in choice.items() if "chosen" in v})
-    if (signum := run_stage(study, "compare", compare_sweeps, command_of, expected, tracker, parent, launcher, jobs)):
+        compare_sweeps, compare_expected = select_sweeps(
+            compare_sweeps, expected, [i for i, s in enumerate(compare_sweeps) if s.grid.get("tune")])
+    else:
+        compare_expected = expected
+    if (signum := run_stage(study, "compare", compare_sweeps, command_of, compare_expected, tracker, parent,
+                            launcher, jobs)):
         return 128 + signum
     if launcher == "slurm":  # submitit returns when the jobs are queued or done; nothing to count yet
         return 0  # the parent stays RUNNING until a later sweep (or the report) counts the study

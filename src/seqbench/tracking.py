@@ -292,43 +292,42 @@ class Tracker:
         return {**runs[0].data.metrics, "run_id": runs[0].info.run_id, "config_hash": h,
                 "code_version": runs[0].data.tags.get("code_version"), "skipped": True}
 
-    def finished_versions(self) -> dict[str, set]:
-        """config_hash -> the ``code_version`` tags of its FINISHED runs in this experiment (None:
-        untagged), from one paged search: what a sweep driver needs to know which of many
-        configurations :meth:`find_finished` would reuse, without one query each."""
-        out: dict[str, set] = {}
+    def finished_runs(self):
+        """The FINISHED runs of this experiment, page by page (1,000 a query): the one search behind
+        what a sweep driver asks of many configurations at once, without one query each."""
         token = None
         while True:
             page = self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'FINISHED'",
                                            max_results=1000, page_token=token)
-            for r in page:
-                if "config_hash" in r.data.tags:
-                    out.setdefault(r.data.tags["config_hash"], set()).add(r.data.tags.get("code_version"))
+            yield from page
             token = page.token
             if not token:
-                return out
+                return
+
+    def finished_versions(self) -> dict[str, set]:
+        """config_hash -> the ``code_version`` tags of its FINISHED runs in this experiment (None:
+        untagged): which configurations :meth:`find_finished` would reuse."""
+        out: dict[str, set] = {}
+        for r in self.finished_runs():
+            if "config_hash" in r.data.tags:
+                out.setdefault(r.data.tags["config_hash"], set()).add(r.data.tags.get("code_version"))
+        return out
 
     def finished_durations(self) -> tuple[dict[str, list[float]], dict[tuple, list[float]]]:
         """Wall seconds of the FINISHED runs in this experiment, by config hash and by kind (the
-        ``task``, ``data`` and ``model`` tags), from one paged search: what a sweep driver expects
-        a configuration to take, from its own earlier run or from runs of the same kind (a study's
-        tuning runs, before its comparison)."""
+        ``task``, ``data`` and ``model`` tags): what a sweep driver expects a configuration to
+        take, from its own earlier run or from runs of the same kind (a study's tuning runs,
+        before its comparison)."""
         by_hash: dict[str, list[float]] = {}
         by_kind: dict[tuple, list[float]] = {}
-        token = None
-        while True:
-            page = self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'FINISHED'",
-                                           max_results=1000, page_token=token)
-            for r in page:
-                if r.info.end_time is None or r.info.start_time is None:
-                    continue
-                seconds, tags = (r.info.end_time - r.info.start_time) / 1000, r.data.tags
-                if "config_hash" in tags:
-                    by_hash.setdefault(tags["config_hash"], []).append(seconds)
-                by_kind.setdefault(run_kind(tags), []).append(seconds)
-            token = page.token
-            if not token:
-                return by_hash, by_kind
+        for r in self.finished_runs():
+            if r.info.end_time is None or r.info.start_time is None:
+                continue
+            seconds, tags = (r.info.end_time - r.info.start_time) / 1000, r.data.tags
+            if "config_hash" in tags:
+                by_hash.setdefault(tags["config_hash"], []).append(seconds)
+            by_kind.setdefault(run_kind(tags), []).append(seconds)
+        return by_hash, by_kind
 
     def lightning_logger(self):
         from lightning.pytorch.loggers import MLFlowLogger

@@ -51,6 +51,7 @@ class ScratchStack(RecurrentStack):
         gates: tuple[str, ...]            # gate blocks of weight_ih / weight_hh, e.g. ("i","f","g","o")
         extra_params: tuple[str, ...]     # per-direction (H,) vectors, e.g. peephole weights
         has_cell_state: bool              # True: state is (h, c)
+        fresh_cell_state_as_none: bool    # True: a fresh state reaches ``recurrence`` as c0=None
         cell_state_size: int (property)   # width of c; default H (xLSTM packs [c | n | m] into it)
         cell_step(self, x_t, state, params) -> (state, gates_dict)       # reference step
         recurrence(self, x, params, h0, c0, batch_sizes, last) -> (Y, hT, cT)   # fast path
@@ -62,6 +63,10 @@ class ScratchStack(RecurrentStack):
 
     gates: tuple[str, ...] = ()
     extra_params: tuple[str, ...] = ()
+    #: True: when ``forward`` gets no state, ``recurrence`` gets ``c0=None`` instead of zeros, so that
+    #: a cell whose zero state costs work (mLSTM: a B x d^2 memory, read by a matmul per step) skips
+    #: it instead of allocating it and testing it for zeros; ``reference_recurrence`` reads None as zeros
+    fresh_cell_state_as_none: bool = False
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0):
@@ -142,6 +147,8 @@ class ScratchStack(RecurrentStack):
         """The same as :meth:`recurrence` with ``cell_step`` in a Python loop under autograd;
         finished sequences are masked (``torch.where``) instead of sliced off."""
         T, B = x.shape[:2]
+        if self.has_cell_state and c0 is None:                  # a fresh state (fresh_cell_state_as_none)
+            c0 = h0.new_zeros(B, self.cell_state_size)
         state = (h0, c0) if self.has_cell_state else h0
         outputs = []
         for t in range(T):
@@ -167,7 +174,9 @@ class ScratchStack(RecurrentStack):
             raise ValueError(f"expected input (B, T, {self.input_size}), got {tuple(x.shape)}")
         B, T, _ = x.shape
         LD, H = self.num_layers * self.num_directions, self.hidden_size
-        if state is None:
+        if state is None and self.has_cell_state and self.fresh_cell_state_as_none:
+            state = (x.new_zeros(LD, B, H), None)
+        elif state is None:
             state = self.initial_state(B, device=x.device, dtype=x.dtype)
         h0_all, c0_all = state if self.has_cell_state else (state, None)
         for s, width in ((h0_all, H), (c0_all, self.cell_state_size)):

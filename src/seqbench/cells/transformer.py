@@ -180,10 +180,11 @@ class Transformer(RecurrentStack):
         x = torch.where(x_valid.unsqueeze(-1), x, 0.0)                # nothing past a row's end enters
         seen_slots = torch.arange(keep, 0, -1, device=x.device).expand(B, keep) <= seen.unsqueeze(1)
         window_valid = valid[:, K - keep:] & seen_slots               # (B, keep)
-        keep -= int(window_valid.any(0).long().argmax()) if window_valid.any() else keep
+        # leading slots that no row attends to (empty, as a fresh state's) leave the pass: they take
+        # no position and no query reads them, so the pass costs what the real context needs
+        used = window_valid.any(0)                                    # (keep,): a slot some row attends to
+        keep -= int(used.long().argmax()) if used.any() else keep     # argmax: the first used slot
         window_valid = window_valid[:, window_valid.shape[1] - keep:]
-        # ^ leading slots that no row attends to (empty, as a fresh state's) leave the pass: they take
-        #   no position and no query reads them, so the pass costs what the real context needs
         seq = torch.cat([inputs[:, K - keep:], x], 1)                 # (B, S, I), S = keep + n
         seq_valid = torch.cat([window_valid, x_valid], 1)
         S = keep + n

@@ -165,6 +165,7 @@ class MLSTM(ScratchStack):
 
     gates = ("q", "k", "v", "o", "i", "f")
     has_cell_state = True
+    fresh_cell_state_as_none = True   # no B x d^2 zero memory to allocate and read
     output_feeds_back = False
     choices = {"mode": MODES}
 
@@ -240,13 +241,19 @@ class MLSTM(ScratchStack):
         T, B, _ = x.shape
         if self.mode == "sequential" or T == 1:
             return self.reference_recurrence(x, params, h0, c0, batch_sizes, last)
+        # c0 None: a fresh state (fresh_cell_state_as_none), C0 = 0 and n0 = 0 add exactly nothing to
+        # either sum below; skipping them saves a (B T d^2) matmul each way, as large as the attention
+        carried = c0 is not None
         alive = padding_mask(x, batch_sizes)
         if alive is not None:
             x = x * alive                                            # finite values past the ends
         q, k, v, o_pre, i_pre, f_pre = self.split(input_projection(x, *params))
         q, k, v = (a.permute(1, 2, 0, 3) for a in (q, k, v))         # (B, NH, T, d)
         i_pre, log_f = i_pre.permute(1, 2, 0), F.logsigmoid(f_pre).permute(1, 2, 0)   # (B, NH, T)
-        C0, n0, m0 = self.unpack(c0)
+        if carried:
+            C0, n0, m0 = self.unpack(c0)
+        else:                                                        # m0 = 0 still bounds the stabiliser
+            m0 = x.new_zeros(B, self.num_heads)
 
         F_t0 = log_f.cumsum(-1)                                      # sum_{r <= t} log f_r
         causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
@@ -256,9 +263,6 @@ class MLSTM(ScratchStack):
         D, D0 = torch.exp(log_D - m.unsqueeze(-1)), torch.exp(log_D0 - m)
         S = (q @ k.transpose(-1, -2)) * D                            # (B, NH, T, T)
         numerator, dot = S @ v, S.sum(-1)                            # C_t q_t, n_t . q_t
-        # a zero state (a fresh one: every classification batch) adds exactly nothing to either;
-        # skipping it saves a (B T d^2) matmul each way, as large as the attention itself
-        carried = bool(C0.any() or n0.any())
         if carried:
             numerator = numerator + D0.unsqueeze(-1) * (q @ C0.transpose(-1, -2))
             dot = dot + D0 * (q @ n0.unsqueeze(-1)).squeeze(-1)
