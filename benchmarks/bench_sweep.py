@@ -31,7 +31,7 @@ from pathlib import Path
 from _common import RESULTS, busy_core_seconds, load_average, machine_info, markdown_table
 
 from seqbench.study import expand, expected_runs, sweeps
-from seqbench.sweep import concurrent_multiruns, run_multiruns, sweep_commands
+from seqbench.sweep import concurrent_multiruns, run_multiruns, start_forkserver, sweep_commands
 from seqbench.tracking import Tracker
 
 #: every job: LM on the embedded synthetic corpus (offline), a few seconds of training each
@@ -39,6 +39,8 @@ COMMON = ["trainer.enable_progress_bar=false", "data.num_train=600", "data.num_v
           "embedding.dim=16", "task.batch_size=8", "task.eval_batch_size=8", "task.bptt=32",
           "task.generate.max_new_tokens=20"]
 MODELS = ["rnn", "gru", "lstm", "cifg", "mingru", "minlstm", "indrnn", "peephole"]
+#: the stage also timed with each multirun a new interpreter: the most multiruns, so the most start-ups
+FRESH_STAGE = "many small grids"
 
 
 def stages(quick: bool) -> dict[str, dict]:
@@ -70,11 +72,18 @@ def finished_durations(root: Path, study: str) -> dict[str, float]:
     return {config: seconds[-1] for config, seconds in by_hash.items()}
 
 
-def run_schedule(study: dict, lanes: int, jobs: int) -> dict:
+def run_schedule(study: dict, lanes: int, jobs: int, fresh: bool = False) -> dict:
     """One stage under one schedule in a fresh project root (its own MLflow store, so no job is
-    skipped as already done). Returns wall seconds, busy core fraction and the FINISHED runs'
-    durations by config hash; raises unless every job FINISHED."""
+    skipped as already done); each multirun a fork of the driver's preloaded forkserver (as
+    ``make sweep`` starts them), or with ``fresh`` a new interpreter (``subprocess.Popen``, as it
+    did before). Returns wall seconds, busy core fraction and the FINISHED runs' durations by
+    config hash; raises unless every job FINISHED."""
+    import subprocess
+
+    import seqbench.sweep
+
     commands = sweep_commands(study, sweeps(study), "local", jobs, lanes=lanes)
+    forked = seqbench.sweep.start
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     with tempfile.TemporaryDirectory(prefix="bench_sweep_") as tmp:
         root = Path(tmp)
@@ -87,11 +96,13 @@ def run_schedule(study: dict, lanes: int, jobs: int) -> dict:
         out, err = os.dup(1), os.dup(2)
         os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)   # the jobs' output, not the table's
         try:
+            seqbench.sweep.start = subprocess.Popen if fresh else forked
             busy, start = busy_core_seconds(), time.perf_counter()
             signum = run_multiruns(commands, lanes)
             wall = time.perf_counter() - start
             busy = busy_core_seconds() - busy
         finally:
+            seqbench.sweep.start = forked
             os.dup2(out, 1), os.dup2(err, 2)
             os.close(out), os.close(err)
             log.close()
@@ -129,29 +140,35 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rounds = 1 if args.quick else args.rounds
     t0 = time.perf_counter()
-    results: dict[tuple[str, int], list[dict]] = {}
+    results: dict[tuple[str, int, bool], list[dict]] = {}
     chosen = {k: v for k, v in stages(args.quick).items() if not args.stages or k in args.stages}
+    start_forkserver()  # as make sweep does, before its checks
     for name, study in chosen.items():
-        schedules = [1, args.jobs]
+        # (lanes, fresh interpreters): the many small grids also with each multirun a new interpreter
+        schedules = [(1, False), (args.jobs, False)] + ([(args.jobs, True)] if name == FRESH_STAGE else [])
         for r in range(rounds):                  # alternate which schedule goes first
-            for lanes in schedules[::-1] if r % 2 else schedules:
-                res = run_schedule(study, lanes, args.jobs)
-                results.setdefault((name, lanes), []).append(res)
-                print(f"{name}: {lanes} at a time: {res['wall']:.1f} s, cores {100 * res['busy']:.0f} % busy",
-                      file=sys.stderr, flush=True)
+            for lanes, fresh in schedules[::-1] if r % 2 else schedules:
+                res = run_schedule(study, lanes, args.jobs, fresh)
+                results.setdefault((name, lanes, fresh), []).append(res)
+                print(f"{name}: {lanes} at a time{', fresh interpreters' if fresh else ''}: {res['wall']:.1f} s, "
+                      f"cores {100 * res['busy']:.0f} % busy", file=sys.stderr, flush=True)
     rows = []
     for name, study in chosen.items():
         n_sweeps, n_jobs = len(sweeps(study)), sum(len(expand(s.overrides)) for s in sweeps(study))
-        rule, by_counts, job_share, work_share = driver_choices(study, results[(name, 1)][0]["durations"], args.jobs)
-        base = statistics.median(r["wall"] for r in results[(name, 1)])
-        for lanes in (1, args.jobs):
-            rs = results[(name, lanes)]
+        rule, by_counts, job_share, work_share = driver_choices(
+            study, results[(name, 1, False)][0]["durations"], args.jobs)
+        base = statistics.median(r["wall"] for r in results[(name, 1, False)])
+        for lanes, fresh in [key[1:] for key in results if key[0] == name]:
+            rs = results[(name, lanes, fresh)]
             wall = statistics.median(r["wall"] for r in rs)
             how = (f"one multirun at a time, {args.jobs} jobs each" if lanes == 1
                    else f"{lanes} multiruns at a time, 1 job each")
+            if fresh:
+                how += ", each multirun a new interpreter (not forked)"
             rows.append([name, f"{n_sweeps} multiruns, {n_jobs} jobs; largest share of the jobs "
                                f"{100 * job_share:.0f} %, of the work {100 * work_share:.0f} %",
-                         how, "yes" if lanes == rule else "", "yes" if lanes == by_counts else "", f"{wall:.1f}", " ".join(f"{r['wall']:.1f}" for r in rs),
+                         how, "yes" if lanes == rule and not fresh else "", "yes" if lanes == by_counts and not fresh else "",
+                         f"{wall:.1f}", " ".join(f"{r['wall']:.1f}" for r in rs),
                          f"{100 * statistics.median(r['busy'] for r in rs):.0f} %", f"{base / wall:.2f}"])
     info = machine_info("cpu")
     lines = ["# Sweep scheduling: one multirun at a time vs several at once (cpu)", "",
@@ -167,6 +184,10 @@ def main(argv=None) -> int:
              "MLflow store (nothing skipped as already done); every run FINISHED is checked.",
              f"* Schedules: one multirun at a time with `hydra.launcher.n_jobs={args.jobs}`, or {args.jobs} "
              f"multiruns at once with `n_jobs=1` each, grids largest first; `num_threads` = cores / jobs in both.",
+             "* Start-up: each multirun is a fork of the driver's forkserver, which imported torch, Lightning, "
+             "MLflow, Hydra and datasets once (`seqbench.sweep.ForkedSeqbench`, as `make sweep` starts them); "
+             f"the '{FRESH_STAGE}' stage also runs {args.jobs} at a time with each multirun a new interpreter "
+             "(`subprocess.Popen`, as the driver started them before), in the same rounds.",
              f"* {rounds} round(s), the schedules in alternating order; reported: median wall time, every "
              "round's, the share of the machine's core time that was busy (`/proc/stat`, everything on the "
              "machine: run alone), and the speed-up over one multirun at a time (median wall times of this run).",

@@ -93,8 +93,8 @@ def test_a_key_both_tuned_and_set_is_refused(tmp_path):
 def test_tuned_sweep_end_to_end_chooses_on_validation_and_reports_it(tmp_path):
     """A real tiny tuned study: the tune stage's runs, each cell compared at the learning rate
     with its lowest val/best_loss, both stages nested under the study's parent, and the report's
-    Tuning section naming the choice. The grid that tunes nothing runs in the tune stage (it waits
-    for no choice), and only once."""
+    Tuning section naming the choice. The grid that tunes nothing starts with the tuning (it waits
+    for no choice), and only once; the tuned grid's comparison once its tuning runs have ended."""
     from test_sweep import TINY_COMMON, parent_run, runs, seqbench
 
     common = [o for o in TINY_COMMON if not o.startswith("trainer.max_epochs")] + ["trainer.max_epochs=1"]
@@ -108,16 +108,19 @@ def test_tuned_sweep_end_to_end_chooses_on_validation_and_reports_it(tmp_path):
     assert "== tuned: 2 tuning + 2 comparison configurations" in p.stdout
     assert "== tuned: 4/4 configurations FINISHED, 0 failed, 0 missing" in p.stdout
     lines = p.stdout.splitlines()
-    started = [line for line in lines if line in ("== tuned: tune: g", "== tuned: tune: h", "== tuned: compare: h")]
-    assert started == ["== tuned: tune: g", "== tuned: tune: h"], p.stdout   # h with the tuning, not after
+    started = [line for line in lines if line.startswith(("== tuned: tune: ", "== tuned: compare: "))]
+    # h waits for no choice: queued with the tuning; g's comparison once g's tuning has ended
+    assert started == ["== tuned: tune: g", "== tuned: compare: h", "== tuned: compare: g: "], p.stdout
     chosen_at = next(k for k, line in enumerate(lines) if line.startswith("== tuned: tuned g:"))
-    assert chosen_at > lines.index("== tuned: tune: h")
+    assert chosen_at < lines.index("== tuned: compare: g: ")
     client, parent = parent_run(tmp_path, "tuned")
     _, all_runs = runs(tmp_path, "tuned")
     tuning = [r for r in all_runs if r.data.tags.get("stage") == "tune"]
     compare = [r for r in all_runs if "stage" not in r.data.tags]
     assert len(tuning) == 2 and len(compare) == 2 and all(r.data.params["seed"] == "100" for r in tuning)
     assert sorted(r.data.tags["model"] for r in compare) == ["gru", "rnn"]
+    (compared,) = [r for r in compare if r.data.tags["model"] == "gru"]
+    assert compared.info.start_time >= max(r.info.end_time for r in tuning)   # after its tuning runs
     for model in ("gru",):
         mine = {float(r.data.params["optimizer.lr"]): r.data.metrics["val/best_loss"]
                 for r in tuning if r.data.tags["model"] == model}

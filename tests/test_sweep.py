@@ -151,6 +151,61 @@ def test_multiruns_run_up_to_lanes_at_once_in_order(tmp_path):
     assert start["c"] > end["b"] and start["d"] > end["c"] and start["d"] < end["a"]
 
 
+def test_a_multirun_that_waits_for_another_starts_when_that_one_ends_not_when_all_do(tmp_path):
+    """``then(i)`` queues the multiruns that waited for the i-th as soon as it has exited (a tuned
+    grid's comparison after its own tuning), while the others still run; with ``work``, the
+    largest pending one starts first."""
+    log = tmp_path / "log"
+    code = ("import sys, time; log = open(sys.argv[1], 'a'); log.write(f'start {sys.argv[2]} {time.time()}\\n'); "
+            "log.flush(); time.sleep(float(sys.argv[3])); log.write(f'end {sys.argv[2]} {time.time()}\\n')")
+
+    def command(name: str, seconds: float) -> list[str]:
+        return [sys.executable, "-c", code, str(log), name, str(seconds)]
+
+    announced, asked = [], []
+
+    def then(i: int):
+        asked.append(i)
+        return [(command("b2", 0.3), 1.0), (command("b3", 0.3), 9.0)] if i == 1 else []
+
+    # a: long, untuned; b: a tuning multirun that unlocks b2, b3; small: queued before b's unlocks
+    commands = [command("a", 4.0), command("b", 0.5), command("small", 0.3)]
+    assert run_multiruns(commands, lanes=2, announce=announced.append, work=[10.0, 5.0, 2.0], then=then) is None
+    events = sorted((float(t), kind, name) for kind, name, t in (line.split() for line in log.read_text().splitlines()))
+    start = {name: t for t, kind, name in events if kind == "start"}
+    end = {name: t for t, kind, name in events if kind == "end"}
+    assert set(end) == {"a", "b", "small", "b2", "b3"} and sorted(asked) == [0, 1, 2, 3, 4]
+    assert start["b3"] > end["b"] and start["b2"] > end["b"]   # they waited for b ...
+    assert start["b3"] < end["a"]                              # ... and for nothing else
+    assert announced == [0, 1, 4, 2, 3]  # by work: b3 (9) before small (2) before b2 (1)
+
+
+def test_a_seqbench_multirun_forks_from_the_preloaded_server_as_a_subprocess_would_run(tmp_path, monkeypatch):
+    """``python -m seqbench`` command lines start as forks of the sweep's forkserver (its imports
+    done once), yet in the starter's working directory, environment and standard output, as a
+    subprocess would; with the exit code of the command."""
+    from seqbench.sweep import ForkedSeqbench, start
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SEQBENCH_ROOT", str(tmp_path))
+    log = open(tmp_path / "out.log", "w")
+    saved = os.dup(1)
+    os.dup2(log.fileno(), 1)
+    try:
+        ok = start([sys.executable, "-m", "seqbench", "task=lm", "data.num_train=40", "trainer.max_epochs=1",
+                    "logger=none", "trainer.enable_progress_bar=false"])
+        bad = start([sys.executable, "-m", "seqbench", "model=nope"])
+        while ok.poll() is None or bad.poll() is None:
+            time.sleep(0.1)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        log.close()
+    assert isinstance(ok, ForkedSeqbench) and (ok.poll(), bad.poll()) == (0, 2)
+    assert "test/bits_per_byte" in (tmp_path / "out.log").read_text()       # its table, in our stdout
+    assert list((tmp_path / "outputs" / "runs").iterdir())                 # under our cwd and root
+
+
 def test_sweep_is_fault_tolerant_resumable_and_reported(tmp_path):
     study = write_study(tmp_path / "smoke.yaml")
     p = seqbench("seqbench.sweep", str(study), "--jobs", "2", root=tmp_path)

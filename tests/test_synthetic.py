@@ -17,6 +17,31 @@ def test_same_seed_same_corpus_other_seed_other_corpus():
     assert a["validation"]["text"] != a["test"]["text"]
 
 
+def test_a_corpus_is_loaded_once_per_process_for_the_same_settings(monkeypatch, tmp_path):
+    """The jobs of a multirun share a process: a second load of the same settings is the first's
+    data, not drawn again; other settings, or another SEQBENCH_DATA_DIR, load anew; and a
+    caller's changes to its dict do not reach the next caller."""
+    drawn = []
+    generate = AgreementCorpus.generate
+    monkeypatch.setattr(AgreementCorpus, "generate",
+                        lambda self, split, n: drawn.append(split) or generate(self, split, n))
+    settings = dict(seed=987_654, num_train=40, num_val=8, num_test=8)
+    first = AgreementCorpus(**settings)()
+    n = len(drawn)
+    assert set(drawn) == {"train", "validation", "test"}
+    again = AgreementCorpus(**settings)()
+    assert len(drawn) == n  # nothing drawn again
+    assert all(first[s]["text"] == again[s]["text"] for s in ("train", "validation", "test"))
+    again["train"] = again["test"]
+    assert AgreementCorpus(**settings)()["train"]["text"] == first["train"]["text"]
+    AgreementCorpus(**{**settings, "seed": 987_655})()
+    assert len(drawn) > n
+    n = len(drawn)
+    monkeypatch.setenv("SEQBENCH_DATA_DIR", str(tmp_path))
+    AgreementCorpus(**settings)()
+    assert len(drawn) > n
+
+
 def test_every_generated_sentence_is_grammatical():
     rng = random.Random(0)
     sentences = [sentence(rng, 3) for _ in range(500)]

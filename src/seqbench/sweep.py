@@ -6,9 +6,10 @@ Hydra launcher (``local``: joblib processes, and a stage's multiruns several at 
 so that no core idles while a grid starts up or finishes its last job, unless one of them holds more
 than its share of the expected work, known from earlier runs in MLflow; ``slurm``: submitit;
 ``submitit_local``: submitit's local executor, the SLURM code path without a cluster; ``basic``:
-one after another). A study with tuned grids (``tune:``) runs in two stages: the tuning runs
-together with the comparison of the grids that tune nothing, then the tuned grids' comparison at
-the settings chosen from the tuning runs. The study is one
+one after another). A study with tuned grids (``tune:``) runs its tuning multiruns and the
+comparison of the grids that tune nothing together; each tuned grid's comparison, at the settings
+chosen from its tuning runs, joins the queue as soon as that grid's tuning multirun has ended
+(on SLURM, whose multiruns return when their jobs are queued: at the next invocation). The study is one
 place in MLflow: its own experiment (``seqbench/<study>``) with one parent run, the jobs nested
 under it, and the report logged on it.
 Resumable: a job whose config hash already has a FINISHED run of the same code (``code_version``)
@@ -19,18 +20,34 @@ sweep finishes only what is missing. A failing job is recorded FAILED and the ot
 from __future__ import annotations
 
 import argparse
+import functools
+import multiprocessing
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from seqbench.errors import SeqbenchError, choice_error
-from seqbench.study import expand, expected_runs, load_study, point_key, resolve, studies, study_tracker, sweeps
+from seqbench.study import (Sweep, expand, expected_runs, load_study, point_key, resolve, studies, study_tracker,
+                            sweeps)
 
 #: local: joblib processes; slurm: submitit on a SLURM cluster; submitit_local: the same submitit code
 #: path with jobs as local processes (tests, or a machine without SLURM); basic: one after another
 LAUNCHERS = ("local", "slurm", "submitit_local", "basic")
+
+
+@dataclass
+class Multirun:
+    """One multirun of a study: its sweep, the configurations it runs, and the multiruns that wait
+    for it (``unlocks()``, called once it has ended: a tuned grid's comparison at the settings its
+    tuning runs chose)."""
+
+    sweep: Sweep
+    expected: list
+    unlocks: Callable[[], list["Multirun"]] | None = None
+    pending: list = field(default_factory=list)  #: the configurations without a reusable FINISHED run
 
 
 def concurrent_multiruns(launcher: str, jobs: int | None, work: Sequence[float]) -> int:
@@ -72,16 +89,17 @@ def expected_work(pending: Sequence[Sequence], tracker) -> tuple[list[float], st
 
 
 def sweep_commands(study: dict, stage_sweeps: list, launcher: str = "local", jobs: int | None = None,
-                   extra: list[str] = (), lanes: int = 1) -> list[list[str]]:
+                   extra: list[str] = (), lanes: int = 1, first: int = 0) -> list[list[str]]:
     """The multirun command line of each sweep of a stage (:func:`seqbench.study.sweeps`), for
     ``lanes`` multiruns at once (:func:`concurrent_multiruns`): the local launcher's ``jobs``
-    parallel jobs are shared among them, ``num_threads`` so that jobs x threads <= cores."""
+    parallel jobs are shared among them, ``num_threads`` so that jobs x threads <= cores.
+    ``first``: the number of the first one (each has its own sweep directory)."""
     if launcher not in LAUNCHERS:
         raise choice_error("launcher", launcher, LAUNCHERS)
     cores = os.cpu_count() or 1
     jobs = jobs or cores
     commands = []
-    for k, s in enumerate(stage_sweeps):
+    for k, s in enumerate(stage_sweeps, start=first):
         cmd = [sys.executable, "-m", "seqbench", "-m", *s.overrides, f"study={study['name']}", "skip_finished=true"]
         if launcher == "local":
             # conf/config.yaml's sweep dir made distinct: multiruns started in the same second would share it
@@ -217,63 +235,143 @@ def close_orphans(tracker, parent: str | None, since_ms: int, signum: int) -> li
     return orphans
 
 
-def run_multiruns(commands: list[list[str]], lanes: int = 1,
-                  announce=lambda i: None) -> int | None:
-    """Run the multiruns in order, up to ``lanes`` at once (``announce(i)`` as the i-th starts).
-    On SIGTERM/SIGINT pass the signal to each one in flight (it records its runs in flight as
-    KILLED and exits) instead of killing it, start no more, and return the signal (else None)."""
+#: what a multirun imports before its first job (~6 s of a core): the sweep's forkserver imports
+#: it once, and each ``python -m seqbench`` multirun of the sweep is a fork of that process
+PRELOAD = ["seqbench.__main__", "seqbench.run", "seqbench.tracking", "mlflow.tracking", "datasets"]
+
+
+@functools.cache
+def forkserver() -> multiprocessing.context.BaseContext:
+    """The multiprocessing context whose processes fork from a server that has imported
+    :data:`PRELOAD` (started at the first call of :func:`start_forkserver` or of a process)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
+def start_forkserver() -> None:
+    """Start the forkserver now, so that its imports overlap the driver's own work (the checks)."""
+    from multiprocessing import forkserver as server
+
+    forkserver()
+    server.ensure_running()
+
+
+def run_seqbench(argv: list[str], cwd: str, env: dict[str, str], stdio: tuple["InheritedFd", ...]) -> None:
+    """``python -m seqbench <argv>`` in this (forked) process, in the starter's working directory,
+    environment and standard output/error (the forkserver's are those of when it started), ending
+    as the interpreter ends: a multiprocessing child first joins its child processes, and so would
+    wait out the idle timeout (5 min) of its multirun's joblib workers, which loky shuts down only
+    in the exit hooks that the interpreter runs first (``threading._shutdown``, then ``atexit``)."""
+    import atexit
+    import threading
+
+    from seqbench.__main__ import main
+
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    for target, fd in zip((1, 2), stdio):
+        os.dup2(fd, target)
+        os.close(fd)
+    sys.argv = ["seqbench", *argv]
+    try:
+        main()
+    finally:
+        threading._shutdown()
+        atexit._run_exitfuncs()
+
+
+class InheritedFd:
+    """A file descriptor of the starting process, passed to a forkserver child (which gets its
+    own duplicate: ``multiprocessing.reduction.DupFd``)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __reduce__(self):
+        from multiprocessing import reduction
+
+        return _detach, (reduction.DupFd(self.fd),)
+
+
+def _detach(dup) -> int:
+    return dup.detach()
+
+
+class ForkedSeqbench:
+    """A ``python -m seqbench ...`` command line run as a fork of the :func:`forkserver`, with
+    Popen's ``poll`` and ``send_signal``: a multirun then starts in a fraction of a second instead
+    of importing torch, Lightning, MLflow, Hydra and datasets again (the ``modern`` study starts 16)."""
+
+    def __init__(self, argv: list[str]):
+        sys.stdout.flush(), sys.stderr.flush()
+        self.process = forkserver().Process(
+            target=run_seqbench, name="seqbench multirun",
+            args=(argv, os.getcwd(), dict(os.environ), (InheritedFd(1), InheritedFd(2))))
+        self.process.start()
+        self.pid = self.process.pid
+
+    def poll(self) -> int | None:
+        return self.process.exitcode
+
+    def send_signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+
+def start(command: list[str]):
+    """Start a multirun's command line: a seqbench one forked (:class:`ForkedSeqbench`), any
+    other as a subprocess."""
+    if command[:3] == [sys.executable, "-m", "seqbench"]:
+        return ForkedSeqbench(command[3:])
+    return subprocess.Popen(command)
+
+
+def run_multiruns(commands: list[list[str]], lanes: int = 1, announce=lambda i: None,
+                  work: Sequence[float] | None = None,
+                  then: Callable[[int], list[tuple[list[str], float]]] | None = None) -> int | None:
+    """Run the multiruns, up to ``lanes`` at once: in order, or with ``work`` the largest first
+    (``announce(i)`` as the i-th starts). ``then(i)``, called when the i-th has exited, returns the
+    (command, work) of multiruns that waited for it; they join the queue as the next numbers (by
+    their work, or last). On SIGTERM/SIGINT pass the signal to each one in flight (it records its
+    runs in flight as KILLED and exits) instead of killing it, start no more, and return the
+    signal (else None)."""
     import signal
 
     received: list[int] = []
-    running: list[subprocess.Popen] = []
+    running: list[tuple[int, subprocess.Popen | ForkedSeqbench]] = []
+    commands, sizes = list(commands), list(work) if work is not None else [0.0] * len(commands)
+    pending = list(range(len(commands)))
 
     def forward(signum, frame):
         if not received:
             received.append(signum)
-            for proc in running:  # again, if the whole process group got it: its handler ignores repeats
+            for _, proc in running:  # again, if the whole process group got it: its handler ignores repeats
                 if proc.poll() is None:
                     proc.send_signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        pending = list(enumerate(commands))
         while running or (pending and not received):
             while pending and not received and len(running) < lanes:
-                i, cmd = pending.pop(0)
+                if work is not None:  # stable: equal work keeps the queue's order
+                    pending.sort(key=lambda k: -sizes[k])
+                i = pending.pop(0)
                 announce(i)
-                running.append(subprocess.Popen(cmd))
-            running = [proc for proc in running if proc.poll() is None]
-            if running:
+                running.append((i, start(commands[i])))
+            ended = [i for i, proc in running if proc.poll() is not None]
+            running = [(i, proc) for i, proc in running if i not in ended]
+            for i in ended:
+                for command, size in (then(i) if then is not None and not received else []):
+                    pending.append(len(commands))
+                    commands.append(command)
+                    sizes.append(size)
+            if running and not ended:
                 time.sleep(0.2)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return received[0] if received else None
-
-
-def select_sweeps(stage_sweeps: list, expected: list, keep: Sequence[int]) -> tuple[list, list]:
-    """The sweeps at indices ``keep`` and their expected configurations, numbered as in the result."""
-    index = {i: k for k, i in enumerate(keep)}
-    return [stage_sweeps[i] for i in keep], [renumbered(e, index[e.sweep]) for e in expected if e.sweep in index]
-
-
-def join_stages(*parts: tuple[list, list]) -> tuple[list, list]:
-    """One stage from several (sweeps, their expected configurations): the sweeps one after another,
-    each configuration numbered by its sweep's place in the whole."""
-    joined_sweeps, joined_expected = [], []
-    for stage_sweeps, expected in parts:
-        joined_expected += [renumbered(e, len(joined_sweeps) + e.sweep) for e in expected]
-        joined_sweeps += stage_sweeps
-    return joined_sweeps, joined_expected
-
-
-def renumbered(e, sweep: int):
-    """A copy of an expected configuration that belongs to the stage's ``sweep``-th multirun."""
-    from copy import copy
-
-    e = copy(e)
-    e.sweep = sweep
-    return e
 
 
 def summarize(study: dict, expected: list, tracker) -> dict[str, int]:
@@ -307,41 +405,65 @@ def label(s) -> str:
     return point_key(s.grid, s.overrides) if s.stage == "compare" and s.grid.get("tune") else s.grid.get("name", "")
 
 
-def run_stage(study: dict, stage: str, stage_sweeps: list, command_of, expected: list, tracker,
-              parent, launcher: str = "local", jobs: int | None = None) -> int | None:
+def run_stage(study: dict, stage: str, multiruns: list[Multirun], command_of, tracker, parent,
+              launcher: str = "local", jobs: int | None = None) -> int | None:
     """Launch a stage's multiruns, skipping those whose every configuration already has a reusable
     FINISHED run (not even a process is started); with the local launcher several at once
     (:func:`concurrent_multiruns`, from :func:`expected_work`), the largest first, so that the last
-    to end is a small one.
-    ``command_of(sweeps, lanes)`` gives their command lines. Returns the signal that stopped it,
-    else None. Jobs that ran on this machine (not SLURM, whose jobs outlive the multirun) have all
-    ended when it returns, so runs a signal left RUNNING are closed KILLED."""
-    done = reusable(expected, tracker)
-    if skipped := sum(done):
-        print(f"== {study['name']}: {stage}: {skipped}/{len(expected)} configurations already have a FINISHED run "
-              f"to reuse (same config hash and code version): skipped", flush=True)
-    todo, pending = [], []
-    for i, s in enumerate(stage_sweeps):
-        mine = [(e, d) for e, d in zip(expected, done) if e.sweep == i]
-        if mine and all(d for _, d in mine):  # nothing to do: its jobs would all skip
-            print(f"== {study['name']}: {stage}: {label(s)}: skipped, all {len(mine)} configurations FINISHED",
-                  flush=True)
-        else:
-            todo.append(s)
-            pending.append([e for e, d in mine if not d])
+    to end is a small one. A multirun's ``unlocks()`` join the queue when it has ended (at once
+    when it is skipped; on SLURM only then, since a SLURM multirun ends when its jobs are queued).
+    ``command_of(sweeps, lanes, first)`` gives their command lines. Returns the signal that
+    stopped it, else None. Jobs that ran on this machine (not SLURM, whose jobs outlive the
+    multirun) have all ended when it returns, so runs a signal left RUNNING are closed KILLED."""
+    def to_run(candidates: list[Multirun]) -> list[Multirun]:
+        """The multiruns with something to run; the skipped ones' unlocks, resolved at once."""
+        out, queue, reused, total = [], list(candidates), 0, 0
+        while queue:
+            m = queue.pop(0)
+            done = reusable(m.expected, tracker)
+            reused, total = reused + sum(done), total + len(done)
+            if m.expected and all(done):  # nothing to do: its jobs would all skip
+                print(f"== {study['name']}: {m.sweep.stage}: {label(m.sweep)}: skipped, all {len(done)} "
+                      f"configurations FINISHED", flush=True)
+                queue += m.unlocks() if m.unlocks else []
+            else:
+                m.pending = [e for e, d in zip(m.expected, done) if not d]
+                out.append(m)
+        if reused:
+            print(f"== {study['name']}: {stage}: {reused}/{total} configurations already have a FINISHED run "
+                  f"to reuse (same config hash and code version): skipped", flush=True)
+        return out
+
+    todo = to_run(multiruns)
+    pending = [m.pending for m in todo]
     work, unit = expected_work(pending, tracker) if launcher == "local" else ([1.0] * len(todo), "jobs")
     lanes = concurrent_multiruns(launcher, jobs, work)
-    if len(todo) > 1 and launcher == "local":
+    waiting = sum(m.unlocks is not None for m in todo)
+    if len(todo) + waiting > 1 and launcher == "local":
         print(f"== {study['name']}: {stage}: {len(todo)} multiruns, "
               f"{f'{lanes} at a time' if lanes > 1 else 'one at a time'}: the largest holds "
-              f"{max(work) / (sum(work) or 1):.0%} of the expected work ({sum(work):,.0f} {unit})", flush=True)
-    if lanes > 1:
-        order = sorted(range(len(todo)), key=lambda k: -work[k])
-        todo = [todo[k] for k in order]
+              f"{max(work) / (sum(work) or 1):.0%} of the expected work ({sum(work):,.0f} {unit})"
+              + ("; each tuned grid's comparison joins when its tuning multirun has ended" if waiting else ""),
+              flush=True)
+    commands = command_of([m.sweep for m in todo], lanes, 0)
+
+    def then(i: int) -> list[tuple[list[str], float]]:
+        if todo[i].unlocks is None or launcher == "slurm":
+            return []
+        new = to_run(todo[i].unlocks())
+        sizes, new_unit = expected_work([m.pending for m in new], tracker)
+        if new_unit != unit:  # the queue's work is in job counts: so is theirs
+            sizes = [float(len(m.pending)) for m in new]
+        commands_ = command_of([m.sweep for m in new], lanes, len(todo))
+        todo.extend(new)
+        return list(zip(commands_, sizes))
+
     started_ms = int(time.time() * 1000)
     # a failing job is recorded FAILED by the job itself; the multirun goes on
-    signum = run_multiruns(command_of(todo, lanes), lanes,
-                           lambda i: print(f"== {study['name']}: {stage}: {label(todo[i])}", flush=True))
+    def announce(i: int) -> None:
+        print(f"== {study['name']}: {todo[i].sweep.stage}: {label(todo[i].sweep)}", flush=True)
+
+    signum = run_multiruns(commands, lanes, announce, work if lanes > 1 else None, then)
     if signum is not None:
         if tracker is not None and launcher != "slurm":
             close_orphans(tracker, parent, started_ms, signum)
@@ -369,10 +491,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_study(study: dict, launcher: str = "local", jobs: int | None = None, overrides: list[str] = (),
               dry_run: bool = False) -> int:
-    """Run a loaded study under its parent run: the tune stage, together with the comparison of
-    the grids that tune nothing (they wait for no choice, and keep the cores busy while the tuning
-    multiruns finish), then the comparison of the tuned grids at their chosen settings. The exit
-    code: 0 all FINISHED (or a dry run), 1 a configuration left no record, 2 bad input, 128+N a signal."""
+    """Run a loaded study under its parent run: the tuning multiruns and the comparison of the grids
+    that tune nothing at once, and each tuned grid's comparison, at the settings chosen on its
+    tuning runs, as soon as that grid's tuning multirun has ended (it waits for nothing else). The
+    exit code: 0 all FINISHED (or a dry run), 1 a configuration left no record, 2 bad input, 128+N
+    a signal."""
     root = os.environ.get("SEQBENCH_ROOT", os.getcwd())
     overrides = list(overrides)
     tracking = [o for o in overrides if o.startswith(("logger", "paths"))]
@@ -382,20 +505,9 @@ def run_study(study: dict, launcher: str = "local", jobs: int | None = None, ove
             return decode_study(study, overrides)
         tune_sweeps, compare_sweeps = sweeps(study, "tune"), sweeps(study)
         if dry_run:
-            stages = [compare_sweeps]
-            if tune_sweeps:  # the grids that tune nothing run in the tune stage (run_study)
-                stages = [[*tune_sweeps, *(s for s in compare_sweeps if not s.grid.get("tune"))],
-                          [s for s in compare_sweeps if s.grid.get("tune")]]
-            tune_commands, commands = [[]] * (2 - len(stages)) + [
-                sweep_commands(study, s, launcher, jobs, overrides,
-                               concurrent_multiruns(launcher, jobs, [len(expand(w.overrides)) for w in s]))
-                for s in stages]
-            lines = [" ".join(c[1:]) for c in tune_commands]
-            if tune_commands:
-                lines.append("# then the comparison of the tuned grids, each point at its chosen setting (here: "
-                             "the first candidates, until the tune stage has run):")
-            print("\n".join(lines + [" ".join(c[1:]) for c in commands]))
+            print("\n".join(dry_run_lines(study, tune_sweeps, compare_sweeps, launcher, jobs, overrides)))
             return 0
+        start_forkserver()  # its imports on another core, while the checks run here
         tuned = preflight(study, root, extra, stage="tune")
         expected = preflight(study, root, extra)
     except SeqbenchError as e:
@@ -408,46 +520,59 @@ def run_study(study: dict, launcher: str = "local", jobs: int | None = None, ove
         return 2
     nested = [f"logger.parent_run_id={parent}"] if parent is not None else []  # jobs nest under the parent
 
-    def command_of(stage_sweeps: list, lanes: int) -> list[list[str]]:
-        return [[*c, *nested] for c in sweep_commands(study, stage_sweeps, launcher, jobs, overrides, lanes)]
+    def command_of(stage_sweeps: list, lanes: int, first: int) -> list[list[str]]:
+        return [[*c, *nested] for c in sweep_commands(study, stage_sweeps, launcher, jobs, overrides, lanes, first)]
+
+    def comparison_of(grid: dict) -> Callable[[], list[Multirun]]:
+        """The tuned ``grid``'s comparison multiruns, at each point's setting chosen on its tuning runs."""
+        def unlocks() -> list[Multirun]:
+            _, chosen_expected, choice = resolve(study, root, tracker, extra)
+            for point in dict.fromkeys(point_key(grid, p) for p in expand(grid["overrides"])):
+                chosen = choice.get(point, {}).get("chosen", ["(no finished candidate)"])
+                print(f"== {study['name']}: tuned {point}: {' '.join(chosen)}", flush=True)
+            chosen = {k: v["chosen"] for k, v in choice.items() if "chosen" in v}
+            return [Multirun(s, [e for e in chosen_expected if e.sweep == i])
+                    for i, s in enumerate(sweeps(study, chosen=chosen)) if s.grid is grid]
+        return unlocks
 
     if parent is not None:
         print(f"== {study['name']}: MLflow experiment {tracker.experiment!r}, parent run {parent}", flush=True)
     print(f"== {study['name']}: {len(tuned)} tuning + {len(expected)} comparison configurations", flush=True)
-    if tuned:
-        untuned = [i for i, s in enumerate(compare_sweeps) if not s.grid.get("tune")]
-        stage_sweeps, stage_expected = join_stages(
-            (tune_sweeps, tuned), select_sweeps(compare_sweeps, expected, untuned))
-        if untuned:
-            print(f"== {study['name']}: tune, with the comparison of the grids that tune nothing "
-                  f"({len(stage_expected) - len(tuned)} configurations: they wait for no choice)", flush=True)
-        if (signum := run_stage(study, "tune", stage_sweeps, command_of, stage_expected, tracker, parent,
-                                launcher, jobs)):
-            return 128 + signum
-        if launcher == "slurm":  # submitit returns when the jobs are queued: choose when they are done
-            print(f"== {study['name']}: tuning jobs submitted; run the same command again when they have "
-                  f"finished, to choose each point's setting and run the comparison", flush=True)
-            return 0
-        _, expected, choice = resolve(study, root, tracker, extra)
-        for point, entry in choice.items():
-            print(f"== {study['name']}: tuned {point}: {' '.join(entry.get('chosen', ['(no finished candidate)']))}",
-                  flush=True)
-        compare_sweeps = sweeps(study, chosen={k: v["chosen"] for k, v in choice.items() if "chosen" in v})
-        compare_sweeps, compare_expected = select_sweeps(
-            compare_sweeps, expected, [i for i, s in enumerate(compare_sweeps) if s.grid.get("tune")])
-    else:
-        compare_expected = expected
-    if (signum := run_stage(study, "compare", compare_sweeps, command_of, compare_expected, tracker, parent,
+    multiruns = [Multirun(s, [e for e in tuned if e.sweep == i], comparison_of(s.grid))
+                 for i, s in enumerate(tune_sweeps)]
+    multiruns += [Multirun(s, [e for e in expected if e.sweep == i])
+                  for i, s in enumerate(compare_sweeps) if not s.grid.get("tune")]
+    if (signum := run_stage(study, "tune+compare" if tuned else "compare", multiruns, command_of, tracker, parent,
                             launcher, jobs)):
         return 128 + signum
-    if launcher == "slurm":  # submitit returns when the jobs are queued or done; nothing to count yet
+    if launcher == "slurm":  # submitit returns when the jobs are queued; nothing to count yet
+        if not all(reusable(tuned, tracker)):
+            print(f"== {study['name']}: tuning jobs submitted; run the same command again when they have "
+                  f"finished, to choose each point's setting and run the comparison", flush=True)
         return 0  # the parent stays RUNNING until a later sweep (or the report) counts the study
     if tracker is None:
         return 0
+    if tuned:  # the comparison at the settings chosen
+        _, expected, _ = resolve(study, root, tracker, extra)
     # exit 1 only when a configuration left no record at all; FAILED runs are results, listed here
     counts = summarize(study, tuned + expected, tracker)
     close_study_run(tracker, parent, "FAILED" if counts["missing"] else "FINISHED", counts)
     return 1 if counts["missing"] else 0
+
+
+def dry_run_lines(study: dict, tune_sweeps: list, compare_sweeps: list, launcher: str, jobs: int | None,
+                  overrides: list[str]) -> list[str]:
+    """The multirun command lines a sweep would start: the tuning multiruns and the untuned grids'
+    comparison, then the tuned grids' comparison (at the first candidates until tuning has run)."""
+    now = [*tune_sweeps, *(s for s in compare_sweeps if not s.grid.get("tune"))]
+    later = [s for s in compare_sweeps if s.grid.get("tune")]
+    lanes = concurrent_multiruns(launcher, jobs, [len(expand(s.overrides)) for s in now])
+    lines = [" ".join(c[1:]) for c in sweep_commands(study, now, launcher, jobs, overrides, lanes)]
+    if later:
+        lines.append("# then each tuned grid's comparison, once its tuning multirun has ended, each point at its "
+                     "chosen setting (here: the first candidates, until the tuning has run):")
+        lines += [" ".join(c[1:]) for c in sweep_commands(study, later, launcher, jobs, overrides, lanes, len(now))]
+    return lines
 
 
 if __name__ == "__main__":
