@@ -30,8 +30,9 @@ from pathlib import Path
 
 from _common import RESULTS, busy_core_seconds, load_average, machine_info, markdown_table
 
+from seqbench.launch import run_multiruns, start_forkserver
 from seqbench.study import expand, expected_runs, sweeps
-from seqbench.sweep import concurrent_multiruns, run_multiruns, start_forkserver, sweep_commands
+from seqbench.sweep import concurrent_multiruns, sweep_commands
 from seqbench.tracking import Tracker
 
 #: every job: LM on the embedded synthetic corpus (offline), a few seconds of training each
@@ -80,10 +81,10 @@ def run_schedule(study: dict, lanes: int, jobs: int, fresh: bool = False) -> dic
     config hash; raises unless every job FINISHED."""
     import subprocess
 
-    import seqbench.sweep
+    import seqbench.launch
 
     commands = sweep_commands(study, sweeps(study), "local", jobs, lanes=lanes)
-    forked = seqbench.sweep.start
+    forked = seqbench.launch.start
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     with tempfile.TemporaryDirectory(prefix="bench_sweep_") as tmp:
         root = Path(tmp)
@@ -96,13 +97,13 @@ def run_schedule(study: dict, lanes: int, jobs: int, fresh: bool = False) -> dic
         out, err = os.dup(1), os.dup(2)
         os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)   # the jobs' output, not the table's
         try:
-            seqbench.sweep.start = subprocess.Popen if fresh else forked
+            seqbench.launch.start = subprocess.Popen if fresh else forked
             busy, start = busy_core_seconds(), time.perf_counter()
             signum = run_multiruns(commands, lanes)
             wall = time.perf_counter() - start
             busy = busy_core_seconds() - busy
         finally:
-            seqbench.sweep.start = forked
+            seqbench.launch.start = forked
             os.dup2(out, 1), os.dup2(err, 2)
             os.close(out), os.close(err)
             log.close()
@@ -180,12 +181,12 @@ def main(argv=None) -> int:
              "* Each stage is a list of Hydra multiruns of real `python -m seqbench` jobs (char LM on the embedded "
              "synthetic corpus, seeds 0 and 1), the command lines `make sweep` builds "
              "(`seqbench.sweep.sweep_commands`, local joblib launcher), run by the driver's own "
-             "`seqbench.sweep.run_multiruns` under each schedule, each time in a fresh project root with its own "
+             "`seqbench.launch.run_multiruns` under each schedule, each time in a fresh project root with its own "
              "MLflow store (nothing skipped as already done); every run FINISHED is checked.",
              f"* Schedules: one multirun at a time with `hydra.launcher.n_jobs={args.jobs}`, or {args.jobs} "
              f"multiruns at once with `n_jobs=1` each, grids largest first; `num_threads` = cores / jobs in both.",
              "* Start-up: each multirun is a fork of the driver's forkserver, which imported torch, Lightning, "
-             "MLflow, Hydra and datasets once (`seqbench.sweep.ForkedSeqbench`, as `make sweep` starts them); "
+             "MLflow, Hydra and datasets once (`seqbench.launch.ForkedSeqbench`, as `make sweep` starts them); "
              f"the '{FRESH_STAGE}' stage also runs {args.jobs} at a time with each multirun a new interpreter "
              "(`subprocess.Popen`, as the driver started them before), in the same rounds.",
              f"* {rounds} round(s), the schedules in alternating order; reported: median wall time, every "

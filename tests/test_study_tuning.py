@@ -10,6 +10,7 @@ import yaml
 
 from seqbench.errors import ConfigError
 from seqbench.study import choose, expected_runs, load_study, point_key, sweeps
+from seqbench.tracking import config_hash
 
 STUDY = {"name": "t", "seeds": [0, 1], "common": ["trainer.max_epochs=2"],
          "tuning": {"seed": 7, "overrides": ["trainer.max_epochs=1"]},
@@ -135,6 +136,45 @@ def test_tuned_sweep_end_to_end_chooses_on_validation_and_reports_it(tmp_path):
     assert "## Tuning" in md and "\n| g:" in md and "lr tuned per row" in md
 
 
+def test_a_sweep_whose_choice_fails_ends_failed_with_the_reason_after_the_runs_in_flight(tmp_path, monkeypatch,
+                                                                                         capsys):
+    """Choosing a tuned grid's settings fails (here: the tuning runs cannot be read) while another
+    grid still runs: that grid's runs end as usual and are recorded, the tuned grid's comparison
+    never starts, the parent run ends FAILED with the reason, and the sweep exits 1, one line.
+    (h trains 12 epochs a run, g's tuning runs one: h is still running when g's choice fails.)"""
+    import seqbench.sweep as sweep
+    from seqbench.errors import DataError
+    from test_sweep import TINY_COMMON, parent_run, runs
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SEQBENCH_ROOT", str(tmp_path))
+    common = [o for o in TINY_COMMON if not o.startswith("trainer.max_epochs")]
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump({"name": "broken", "seeds": [0], "common": common,
+                                    "tuning": {"overrides": ["trainer.max_epochs=1"]},
+                                    "grids": [{"name": "g", "overrides": ["model=gru"],
+                                               "tune": {"optimizer.lr": [0.0003, 0.03]}},
+                                              {"name": "h", "overrides": ["model=rnn", "model.num_layers=1,2",
+                                                                         "trainer.max_epochs=12",
+                                                                         "early_stopping.patience=null"]}]}))
+
+    def unreadable(*args, **kwargs):
+        raise DataError("the tuning runs of seqbench/broken could not be read")
+
+    monkeypatch.setattr(sweep, "resolve", unreadable)
+    assert sweep.run_study(load_study(str(path)), jobs=2) == 1
+    err = capsys.readouterr().err
+    assert "starting no more multiruns, waiting for the 1 in flight to end" in err     # h was running
+    assert err.rstrip().endswith("seqbench.sweep: error: the tuning runs of seqbench/broken could not be read")
+    client, parent = parent_run(tmp_path, "broken")
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["failure_reason"] == "DataError: the tuning runs of seqbench/broken could not be read"
+    _, jobs = runs(tmp_path, "broken")
+    assert all(r.info.status == "FINISHED" for r in jobs)       # none left RUNNING by an early exit
+    assert sorted((r.data.tags["model"], r.data.tags.get("stage", "compare")) for r in jobs) == \
+        [("gru", "tune"), ("gru", "tune"), ("rnn", "compare"), ("rnn", "compare")]
+
+
 def test_fanova_importance_names_the_setting_that_matters():
     """Tuning objectives that depend on the cell only (lr adds noise): fANOVA gives the cell almost
     all of the variance; with fewer than two varying settings there is nothing to attribute."""
@@ -175,3 +215,30 @@ def test_expanding_a_study_again_reuses_its_composed_configs_as_copies(tmp_path,
     assert conf_fingerprint(tmp_path / "conf") != before
     (tmp_path / "conf" / "model" / "b.yaml").write_text("hidden_size: 16\n")
     assert len(conf_fingerprint(tmp_path / "conf")) == 2
+
+
+def test_a_point_at_another_seed_is_the_config_hydra_composes(tmp_path, monkeypatch):
+    """A grid point is composed once: its configs at the other seeds are copies with the seed set,
+    equal (hash and every value, interpolations such as ``data.seed`` resolved) to what Hydra
+    composes for them, which is what the jobs compose."""
+    import hydra
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from seqbench.validate import CONF_DIR
+
+    study = {"name": "seeds", "seeds": [0, 1, 2], "common": ["trainer.max_epochs=1"],
+             "grids": [{"name": "lm", "overrides": ["model=rnn,gru"]},
+                       {"name": "adding", "overrides": ["task=adding", "data=adding", "model=lstm"]}]}
+    calls = []
+    real = hydra.compose
+    monkeypatch.setattr(hydra, "compose", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    expected = expected_runs(study, str(tmp_path / "elsewhere"))
+    jobs = [c for c in calls if "study=seeds" in c.get("overrides", [])]
+    assert len(expected) == 9 and len(jobs) == 3          # 3 points x 3 seeds: each point composed once
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for e in expected:
+            fresh = compose("config", overrides=[f"paths.root={tmp_path / 'elsewhere'}", *e.overrides, "study=seeds"])
+            assert OmegaConf.to_container(e.cfg, resolve=True) == OmegaConf.to_container(fresh, resolve=True)
+            assert e.hash == config_hash(fresh) and e.cfg.data.seed == e.cfg.seed
+    assert sorted({e.cfg.seed for e in expected}) == [0, 1, 2]

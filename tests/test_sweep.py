@@ -15,9 +15,10 @@ import yaml
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
+from seqbench.launch import run_multiruns
 from seqbench.study import check_base, expand, load_study, studies
 from seqbench.study import sweeps
-from seqbench.sweep import concurrent_multiruns, grid_commands, run_multiruns, sweep_commands
+from seqbench.sweep import concurrent_multiruns, grid_commands, sweep_commands
 from seqbench.errors import ConfigError
 from seqbench.validate import CONF_DIR, validate
 
@@ -180,11 +181,38 @@ def test_a_multirun_that_waits_for_another_starts_when_that_one_ends_not_when_al
     assert announced == [0, 1, 4, 2, 3]  # by work: b3 (9) before small (2) before b2 (1)
 
 
+def test_a_failing_follow_up_starts_nothing_more_and_raises_once_those_in_flight_have_ended(tmp_path, capsys):
+    """When ``then`` raises (choosing a tuned grid's settings failed: e.g. MLflow unreadable), no
+    other multirun starts, the ones in flight run to their end (their runs are recorded), and only
+    then does the error reach the driver: it never exits leaving multiruns behind."""
+    log = tmp_path / "log"
+    code = ("import sys, time; log = open(sys.argv[1], 'a'); log.write(f'start {sys.argv[2]} {time.time()}\\n'); "
+            "log.flush(); time.sleep(float(sys.argv[3])); log.write(f'end {sys.argv[2]} {time.time()}\\n')")
+
+    def command(name: str, seconds: float) -> list[str]:
+        return [sys.executable, "-c", code, str(log), name, str(seconds)]
+
+    def then(i: int):
+        if i == 1:
+            raise RuntimeError("the tuning runs could not be read")
+        return [(command("unlocked", 0.1), 1.0)]
+
+    commands = [command("long", 2.0), command("tuning", 0.3), command("queued", 0.1)]
+    with pytest.raises(RuntimeError, match="the tuning runs could not be read"):
+        run_multiruns(commands, lanes=2, then=then)
+    raised = time.time()
+    events = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(name for kind, name, _ in events if kind == "start") == ["long", "tuning"]   # nothing more
+    (end_long,) = [float(t) for kind, name, t in events if (kind, name) == ("end", "long")]
+    assert end_long <= raised                                   # it waited for the one in flight
+    assert "starting no more multiruns, waiting for the 1 in flight to end" in capsys.readouterr().err
+
+
 def test_a_seqbench_multirun_forks_from_the_preloaded_server_as_a_subprocess_would_run(tmp_path, monkeypatch):
     """``python -m seqbench`` command lines start as forks of the sweep's forkserver (its imports
     done once), yet in the starter's working directory, environment and standard output, as a
     subprocess would; with the exit code of the command."""
-    from seqbench.sweep import ForkedSeqbench, start
+    from seqbench.launch import ForkedSeqbench, start
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SEQBENCH_ROOT", str(tmp_path))

@@ -20,16 +20,14 @@ sweep finishes only what is missing. A failing job is recorded FAILED and the ot
 from __future__ import annotations
 
 import argparse
-import functools
-import multiprocessing
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from seqbench.errors import SeqbenchError, choice_error
+from seqbench.launch import run_multiruns, start_forkserver
 from seqbench.study import (Sweep, expand, expected_runs, load_study, point_key, resolve, studies, study_tracker,
                             sweeps)
 
@@ -138,12 +136,16 @@ def open_study_run(study: dict, extra: list[str] = ()):
     return tracker, parent
 
 
-def close_study_run(tracker, parent: str | None, status: str, counts: dict[str, int] | None = None) -> None:
-    """End the parent run with the sweep's outcome and the study's configuration counts."""
+def close_study_run(tracker, parent: str | None, status: str, counts: dict[str, int] | None = None,
+                    reason: str | None = None) -> None:
+    """End the parent run with the sweep's outcome, the study's configuration counts and, when the
+    sweep itself failed, the reason (tag ``failure_reason``, as on a failed job's run)."""
     if parent is None:
         return
     if counts:
         tracker.log_metrics({f"configurations_{k}": v for k, v in counts.items()}, run_id=parent)
+    if reason:
+        tracker.client.set_tag(parent, "failure_reason", reason)
     tracker.client.set_terminated(parent, status)
 
 
@@ -198,16 +200,22 @@ def decode_study(study: dict, extra: list[str] = ()) -> int:
 def preflight(study: dict, root: str, extra: list[str], stage: str = "compare") -> list:
     """Validate every expected configuration of a stage and load each distinct dataset once, before
     any job starts: a bad value or a missing corpus is one error line, not one per job. (A tuned
-    grid's comparison is checked at its first candidates; the tune stage checks every candidate.)"""
+    grid's comparison is checked at its first candidates; the tune stage checks every candidate.)
+    A grid point is validated once; at its other seeds only the run's own keys (the seed) are."""
     from omegaconf import OmegaConf
 
     from seqbench.errors import instantiate
-    from seqbench.validate import validate
+    from seqbench.validate import check_run, validate
 
     expected = expected_runs(study, root, extra, stage=stage)
-    loaded = set()
+    loaded, checked = set(), set()
     for e in expected:
-        validate(e.cfg)
+        point = tuple(o for o in e.overrides if not o.startswith("seed="))
+        if point in checked:  # the same configuration at another seed: only the seed is new
+            check_run(e.cfg)
+        else:
+            validate(e.cfg)
+            checked.add(point)
         key = OmegaConf.to_yaml(e.cfg.data)
         if key not in loaded:
             instantiate(e.cfg.data)()  # DataError (one line) when neither a local copy nor the hub has it
@@ -233,145 +241,6 @@ def close_orphans(tracker, parent: str | None, since_ms: int, signum: int) -> li
         tracker.client.set_tag(run_id, "failure_reason", reason)
         tracker.client.set_terminated(run_id, "KILLED")
     return orphans
-
-
-#: what a multirun imports before its first job (~6 s of a core): the sweep's forkserver imports
-#: it once, and each ``python -m seqbench`` multirun of the sweep is a fork of that process
-PRELOAD = ["seqbench.__main__", "seqbench.run", "seqbench.tracking", "mlflow.tracking", "datasets"]
-
-
-@functools.cache
-def forkserver() -> multiprocessing.context.BaseContext:
-    """The multiprocessing context whose processes fork from a server that has imported
-    :data:`PRELOAD` (started at the first call of :func:`start_forkserver` or of a process)."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
-    return context
-
-
-def start_forkserver() -> None:
-    """Start the forkserver now, so that its imports overlap the driver's own work (the checks)."""
-    from multiprocessing import forkserver as server
-
-    forkserver()
-    server.ensure_running()
-
-
-def run_seqbench(argv: list[str], cwd: str, env: dict[str, str], stdio: tuple["InheritedFd", ...]) -> None:
-    """``python -m seqbench <argv>`` in this (forked) process, in the starter's working directory,
-    environment and standard output/error (the forkserver's are those of when it started), ending
-    as the interpreter ends: a multiprocessing child first joins its child processes, and so would
-    wait out the idle timeout (5 min) of its multirun's joblib workers, which loky shuts down only
-    in the exit hooks that the interpreter runs first (``threading._shutdown``, then ``atexit``)."""
-    import atexit
-    import threading
-
-    from seqbench.__main__ import main
-
-    os.chdir(cwd)
-    os.environ.clear()
-    os.environ.update(env)
-    for target, fd in zip((1, 2), stdio):
-        os.dup2(fd, target)
-        os.close(fd)
-    sys.argv = ["seqbench", *argv]
-    try:
-        main()
-    finally:
-        threading._shutdown()
-        atexit._run_exitfuncs()
-
-
-class InheritedFd:
-    """A file descriptor of the starting process, passed to a forkserver child (which gets its
-    own duplicate: ``multiprocessing.reduction.DupFd``)."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-
-    def __reduce__(self):
-        from multiprocessing import reduction
-
-        return _detach, (reduction.DupFd(self.fd),)
-
-
-def _detach(dup) -> int:
-    return dup.detach()
-
-
-class ForkedSeqbench:
-    """A ``python -m seqbench ...`` command line run as a fork of the :func:`forkserver`, with
-    Popen's ``poll`` and ``send_signal``: a multirun then starts in a fraction of a second instead
-    of importing torch, Lightning, MLflow, Hydra and datasets again (the ``modern`` study starts 16)."""
-
-    def __init__(self, argv: list[str]):
-        sys.stdout.flush(), sys.stderr.flush()
-        self.process = forkserver().Process(
-            target=run_seqbench, name="seqbench multirun",
-            args=(argv, os.getcwd(), dict(os.environ), (InheritedFd(1), InheritedFd(2))))
-        self.process.start()
-        self.pid = self.process.pid
-
-    def poll(self) -> int | None:
-        return self.process.exitcode
-
-    def send_signal(self, signum: int) -> None:
-        os.kill(self.pid, signum)
-
-
-def start(command: list[str]):
-    """Start a multirun's command line: a seqbench one forked (:class:`ForkedSeqbench`), any
-    other as a subprocess."""
-    if command[:3] == [sys.executable, "-m", "seqbench"]:
-        return ForkedSeqbench(command[3:])
-    return subprocess.Popen(command)
-
-
-def run_multiruns(commands: list[list[str]], lanes: int = 1, announce=lambda i: None,
-                  work: Sequence[float] | None = None,
-                  then: Callable[[int], list[tuple[list[str], float]]] | None = None) -> int | None:
-    """Run the multiruns, up to ``lanes`` at once: in order, or with ``work`` the largest first
-    (``announce(i)`` as the i-th starts). ``then(i)``, called when the i-th has exited, returns the
-    (command, work) of multiruns that waited for it; they join the queue as the next numbers (by
-    their work, or last). On SIGTERM/SIGINT pass the signal to each one in flight (it records its
-    runs in flight as KILLED and exits) instead of killing it, start no more, and return the
-    signal (else None)."""
-    import signal
-
-    received: list[int] = []
-    running: list[tuple[int, subprocess.Popen | ForkedSeqbench]] = []
-    commands, sizes = list(commands), list(work) if work is not None else [0.0] * len(commands)
-    pending = list(range(len(commands)))
-
-    def forward(signum, frame):
-        if not received:
-            received.append(signum)
-            for _, proc in running:  # again, if the whole process group got it: its handler ignores repeats
-                if proc.poll() is None:
-                    proc.send_signal(signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while running or (pending and not received):
-            while pending and not received and len(running) < lanes:
-                if work is not None:  # stable: equal work keeps the queue's order
-                    pending.sort(key=lambda k: -sizes[k])
-                i = pending.pop(0)
-                announce(i)
-                running.append((i, start(commands[i])))
-            ended = [i for i, proc in running if proc.poll() is not None]
-            running = [(i, proc) for i, proc in running if i not in ended]
-            for i in ended:
-                for command, size in (then(i) if then is not None and not received else []):
-                    pending.append(len(commands))
-                    commands.append(command)
-                    sizes.append(size)
-            if running and not ended:
-                time.sleep(0.2)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return received[0] if received else None
 
 
 def summarize(study: dict, expected: list, tracker) -> dict[str, int]:
@@ -494,8 +363,9 @@ def run_study(study: dict, launcher: str = "local", jobs: int | None = None, ove
     """Run a loaded study under its parent run: the tuning multiruns and the comparison of the grids
     that tune nothing at once, and each tuned grid's comparison, at the settings chosen on its
     tuning runs, as soon as that grid's tuning multirun has ended (it waits for nothing else). The
-    exit code: 0 all FINISHED (or a dry run), 1 a configuration left no record, 2 bad input, 128+N
-    a signal."""
+    exit code: 0 all FINISHED (or a dry run), 1 a configuration left no record or the sweep failed
+    (the parent run is then FAILED with its reason, after the multiruns in flight have ended), 2 bad
+    input, 128+N a signal."""
     root = os.environ.get("SEQBENCH_ROOT", os.getcwd())
     overrides = list(overrides)
     tracking = [o for o in overrides if o.startswith(("logger", "paths"))]
@@ -542,8 +412,16 @@ def run_study(study: dict, launcher: str = "local", jobs: int | None = None, ove
                  for i, s in enumerate(tune_sweeps)]
     multiruns += [Multirun(s, [e for e in expected if e.sweep == i])
                   for i, s in enumerate(compare_sweeps) if not s.grid.get("tune")]
-    if (signum := run_stage(study, "tune+compare" if tuned else "compare", multiruns, command_of, tracker, parent,
-                            launcher, jobs)):
+    try:
+        signum = run_stage(study, "tune+compare" if tuned else "compare", multiruns, command_of, tracker, parent,
+                           launcher, jobs)
+    except Exception as err:  # e.g. choosing a tuned grid's settings: the multiruns in flight have ended
+        close_study_run(tracker, parent, "FAILED", reason=f"{type(err).__name__}: {err}")
+        if not isinstance(err, SeqbenchError):
+            raise
+        print(f"seqbench.sweep: error: {err}", file=sys.stderr)
+        return 1
+    if signum:
         return 128 + signum
     if launcher == "slurm":  # submitit returns when the jobs are queued; nothing to count yet
         if not all(reusable(tuned, tracker)):
