@@ -27,7 +27,7 @@ install: $(VENV)/.installed  ## create .venv and install seqbench with its test 
 run: install  ## the default job: char-LM on the synthetic corpus, tracked in MLflow (~2 min)
 	$(BIN)/python -m seqbench $(ARGS)
 
-test: install  ## the whole test suite (offline, ~15 min on 2 cores)
+test: install  ## the whole test suite (offline, ~9 min on 2 cores)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ui: install  ## MLflow UI over the project's store (or $$MLFLOW_TRACKING_URI) on 127.0.0.1:$(PORT)
