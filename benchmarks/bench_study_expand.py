@@ -46,7 +46,8 @@ def expand_study(study: dict, root: str, mode: str) -> tuple[float, list[str], i
     if mode == "every config composed":
         with off:
             expected = [(stage, e) for stage in STAGES for e in expected_runs(study, root, stage=stage)]
-            study_module._composed.clear()   # inside the timing: nothing is kept across stages either
+            study_module._composed.clear()   # keeps nothing for the next mode (every (point, seed) of
+            # a stage is a distinct override list, and the two stages share none, so none was reused)
     else:
         expected = [(stage, e) for stage in STAGES for e in expected_runs(study, root, stage=stage)]
     seconds = time.perf_counter() - start
