@@ -59,3 +59,17 @@ def test_error_examples_in_the_docs_are_real_output():
             assert str(e.value) == f"unknown {group} '{value}'; valid choices: {choices}", path
             found += 1
     assert found >= 1
+
+
+def test_a_mandatory_value_is_a_known_key_and_its_absence_is_one_line():
+    """``path: ???`` in a YAML: setting it is not an unknown key; leaving it unset names the key."""
+    from omegaconf import OmegaConf
+
+    from seqbench.validate import check_mandatory, has_key
+
+    check_keys(["embedding=pretrained", "embedding.path=/data/glove.txt"])
+    cfg = OmegaConf.create({"model": {"name": "x", "vectors": "???"}, "seed": 0})
+    assert has_key(cfg, "model.vectors") and not has_key(cfg, "model.vector")
+    with pytest.raises(ConfigError, match=r"^model.vectors is mandatory and has no value: set model.vectors=\.\.\. "):
+        check_mandatory(cfg)
+    check_mandatory(OmegaConf.create({"model": {"vectors": "/v.txt"}}))

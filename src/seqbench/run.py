@@ -99,8 +99,11 @@ def early_stopping(cfg: DictConfig) -> EarlyStopping | None:
     if early.get("patience") is None or not get_class(cfg.task._target_).trained_by_gradient:
         return None
     monitor, mode = selection(cfg)
+    # strict=False: a step budget (trainer.max_steps) can end training before the first validation;
+    # then there is nothing to stop on and the run ends unconverged. The monitor's name itself is
+    # checked by selection() against what the task declares.
     return EarlyStopping(monitor=monitor, mode=mode, patience=int(early.patience),
-                         min_delta=float(early.get("min_delta", 0.0)))
+                         min_delta=float(early.get("min_delta", 0.0)), strict=False)
 
 
 def build(cfg: DictConfig):

@@ -90,7 +90,6 @@ def check_keys(overrides: Iterable[str], config_name: str = "config", conf_dir: 
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.types import OverrideType
-    from omegaconf import OmegaConf
 
     parsed = OverridesParser.create().parse_overrides([a for a in overrides if not a.startswith("-")])
     groups = {p.name for p in conf_dir.iterdir() if p.is_dir()}
@@ -109,10 +108,22 @@ def check_keys(overrides: Iterable[str], config_name: str = "config", conf_dir: 
                 cfg = compose(config_name, overrides=choices)
     except Exception:  # a bad group option: check_overrides says so in one line
         return
-    missing = object()
     for o in keyed:
-        if OmegaConf.select(cfg, o.key_or_group, default=missing) is missing:
+        if not has_key(cfg, o.key_or_group):
             raise unknown_key_error(o.key_or_group, cfg)
+
+
+def has_key(cfg, key: str) -> bool:
+    """Whether the dotted ``key`` exists in ``cfg``. A mandatory value (``path: ???`` in its YAML)
+    is a key the command line must set, not an unknown one, so it counts as present."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
+
+    absent = object()
+    try:
+        return OmegaConf.select(cfg, key, default=absent, throw_on_missing=True) is not absent
+    except MissingMandatoryValue:
+        return True
 
 
 def data_task(data: str, conf_dir: Path = CONF_DIR) -> str:
@@ -154,6 +165,25 @@ def check_run(cfg: DictConfig) -> None:
         raise ConfigError(f"early_stopping.patience={patience!r} must be an integer >= 0, or null (train the whole budget)")
 
 
+def check_trainer(trainer: DictConfig) -> None:
+    """A GPU trainer (``trainer=gpu``, ``trainer=ddp``) needs as many CUDA devices as it asks for.
+    Lightning would find out only when the Trainer is built, inside the MLflow run, in five lines."""
+    import torch
+
+    if str(trainer.get("accelerator", "cpu")) not in ("gpu", "cuda"):
+        return
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    why = (f"this torch ({torch.__version__}) is a CPU build" if torch.version.cuda is None
+           else "torch sees no CUDA device")
+    if found == 0:
+        raise ConfigError(f"trainer.accelerator={trainer.accelerator} needs a CUDA GPU and {why}; "
+                          f"use trainer=cpu, or trainer=ddp_cpu for DDP on CPU")
+    devices = trainer.get("devices", 1)
+    if isinstance(devices, int) and devices > found:
+        raise ConfigError(f"trainer.devices={devices} but torch sees {found} CUDA device(s); "
+                          f"use trainer.devices={found} (or -1: every GPU)")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check values and combinations of a composed config; raise ConfigError with one line.
 
@@ -170,6 +200,7 @@ def validate(cfg: DictConfig) -> None:
         if cfg[group].name not in group_options(group):
             raise choice_error(group, cfg[group].name, group_options(group))
     check_model(cfg.model)
+    check_trainer(cfg.trainer)
     clip = [a.value for a in GradClipAlgorithmType]
     if cfg.trainer.get("gradient_clip_algorithm", "norm") not in clip:
         raise choice_error("trainer.gradient_clip_algorithm", cfg.trainer.gradient_clip_algorithm, clip)
@@ -177,3 +208,16 @@ def validate(cfg: DictConfig) -> None:
     instantiate(cfg.tokenizer)  # so do tokenizer specs (vocab_size)
     get_class(cfg.embedding._target_).check_config(cfg.embedding)  # e.g. pretrained: its vector file
     get_class(cfg.task._target_).check_config(cfg)  # the task's own checks (data, model, optimizer, ...)
+    check_mandatory(cfg)
+
+
+def check_mandatory(cfg: DictConfig) -> None:
+    """A value its YAML leaves to the user (``???``) must be given: one line naming the key (a
+    component with a better message, e.g. ``embedding=pretrained``, has said it already)."""
+    from omegaconf import OmegaConf
+
+    for key in all_keys(cfg):
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if OmegaConf.is_missing(node, leaf):
+            raise ConfigError(f"{key} is mandatory and has no value: set {key}=... on the command line")

@@ -182,7 +182,9 @@ class GradientProbe:
 
     # -- the probe ----------------------------------------------------------------------------
     def _probe_enabled(self) -> bool:
-        return bool(self.hparams.get("probe", True)) and self.trainer.is_global_zero
+        # a stack that carries no state (model=boe) has no path through time to measure
+        return (bool(self.hparams.get("probe", True)) and self.trainer.is_global_zero
+                and getattr(self.stack, "carries_state", True))
 
     def _probe_batch(self):
         if getattr(self, "_probe_cache", None) is None:
