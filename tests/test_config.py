@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from conftest import compose_cfg
@@ -40,6 +41,9 @@ def test_every_option_composes(group, option):
             validate(cfg)
     elif (group, option) == ("embedding", "pretrained"):  # the vector file is the user's to give
         with pytest.raises(ConfigError, match="needs the vector file: embedding.path="):
+            validate(cfg)
+    elif group == "trainer" and cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="needs a CUDA GPU and .*; use trainer=cpu, or trainer=ddp_cpu"):
             validate(cfg)
     else:
         validate(cfg)

@@ -33,7 +33,7 @@ def tokenizer_table(tmp_path, bpe: list[float]) -> dict:
     runs = fake_runs(expected, lambda e: {
         "test/bits_per_char": bpc[e.cfg.tokenizer.name][e.cfg.seed],
         "test/unk_rate": 0.2 if e.cfg.tokenizer.name == "word" else 0.0,
-        "num_parameters": 1000, "train/tokens_per_s": 5000.0, "wall_time_s": 10.0})
+        "num_parameters": 1000, "train/tokens_per_s": 5000.0, "wall_time_s": 10.0, "converged": 1.0})
     (table,) = build_tables(expected, runs, [0, 1, 2])
     return table
 
@@ -65,7 +65,7 @@ def test_unk_column_hidden_when_every_vocabulary_is_lossless(tmp_path):
     study = {"name": "t", "seeds": [0, 1], "grids": [{"overrides": ["task=lm", "model=rnn,gru"]}]}
     expected = expected_runs(study, str(tmp_path))
     runs = fake_runs(expected, lambda e: {"test/bits_per_char": 2.0 + (e.cfg.model.name == "rnn") + 0.1 * e.cfg.seed,
-                                          "test/unk_rate": 0.0})
+                                          "test/unk_rate": 0.0, "converged": 1.0})
     (table,) = build_tables(expected, runs, [0, 1])
     assert "test/unk_rate" not in table["header"]
     assert [r[0] for r in table["rows"]] == ["rnn", "★ gru"]  # 1 bit/char apart, sd 0.07: p = 0.01 even at n = 2
@@ -146,7 +146,9 @@ def test_no_winner_when_the_top_rows_are_indistinguishable():
 def test_verdict_warns_about_few_seeds_unconverged_and_missing_runs():
     v = decide({"lstm": [0.64, 0.65], "gru": [0.52, 0.53, 0.52], "rnn": []}, "min",
                converged={"lstm": [1, 1], "gru": [0, 1, 0]}, expected={"lstm": 3, "gru": 3, "rnn": 3})
-    assert v.winner == "gru"                  # a clear gap: ★, and the warnings go with it
+    # a clear gap, but gru's runs mostly ran out of budget: a leader at this budget, never ★
+    assert v.leader == "gru" and v.winner is None and v.converged == {"lstm": (2, 2), "gru": (1, 3), "rnn": (0, 0)}
+    assert "At this budget gru is significantly better than every other row" in v.text and "★" not in v.text
     warnings = " ".join(v.warnings)
     assert "lstm: 1 of 3 runs failed or missing" in warnings and "rnn: 3 of 3 runs failed or missing" in warnings
     assert "lstm: n = 2 < 3 seeds" in warnings
@@ -156,7 +158,8 @@ def test_verdict_warns_about_few_seeds_unconverged_and_missing_runs():
 
 
 def test_a_lossy_row_is_never_the_winner():
-    v = decide({"word": [0.1, 0.11, 0.12], "bpe": [2.0, 2.01, 2.02], "char": [3.0, 3.01, 3.02]}, "min", lossy={"word"})
+    v = decide({"word": [0.1, 0.11, 0.12], "bpe": [2.0, 2.01, 2.02], "char": [3.0, 3.01, 3.02]}, "min", lossy={"word"},
+               converged={k: [1, 1, 1] for k in ("word", "bpe", "char")})
     assert v.winner == "bpe" and v.ranking == ["bpe", "char"] and v.not_ranked == ["word"]
     v = decide({"word": [0.1, 0.11, 0.12], "char": [3.0, 3.01, 3.02]}, "min", lossy={"word"})
     assert v.winner is None and "Only one comparable row (char)" in v.text

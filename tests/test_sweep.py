@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
@@ -433,4 +434,9 @@ def test_every_shipped_study_composes_and_validates(name, tmp_path):
             check_base(grid, sweep, str(tmp_path))
             points = expand(sweep)
             for point in (points[0], points[-1]):
-                validate(compose("config", overrides=[f"paths.root={tmp_path}", *point]))
+                cfg = compose("config", overrides=[f"paths.root={tmp_path}", *point])
+                if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():  # a GPU study, here
+                    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+                        validate(cfg)
+                else:
+                    validate(cfg)

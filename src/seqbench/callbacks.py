@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import lightning.pytorch as pl
 
@@ -28,3 +29,32 @@ class DivergenceMonitor(pl.Callback):
         if not math.isfinite(value) or value > self.max_loss:
             raise DivergenceError(f"training diverged at epoch {trainer.current_epoch} step "
                                   f"{trainer.global_step}: loss={value:.4g} (limit max_loss={self.max_loss:g})")
+
+
+class TimeToBest(pl.Callback):
+    """Seconds of fitting (training and validation, from the start of ``fit``) until the
+    validation check whose checkpoint is tested: the best value of ``monitor`` (``mode`` "min" or
+    "max"), ties going to the earlier check, as ModelCheckpoint keeps it. What a converged row
+    cost to reach its result, beside the run's whole wall time (which includes the epochs early
+    stopping waits through). Without any validation check: the whole fit."""
+
+    def __init__(self, monitor: str, mode: str):
+        self.monitor, self.mode = monitor, mode
+        self.best: float | None = None
+        self.seconds: float | None = None
+        self.start = 0.0
+
+    def on_fit_start(self, trainer, pl_module):
+        self.start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module):
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None:
+            return
+        value = float(value)
+        if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
+            self.best, self.seconds = value, time.perf_counter() - self.start
+
+    def on_fit_end(self, trainer, pl_module):
+        if self.seconds is None:
+            self.seconds = time.perf_counter() - self.start

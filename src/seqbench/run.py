@@ -22,7 +22,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from seqbench.callbacks import DivergenceMonitor
+from seqbench.callbacks import DivergenceMonitor, TimeToBest
 from seqbench.errors import instantiate
 from seqbench.generation import generate_samples
 from seqbench.tokenizers import train_or_load
@@ -151,7 +151,8 @@ def run(cfg: DictConfig) -> dict:
         monitor, mode = selection(cfg)
         checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor=monitor, mode=mode,
                                      save_last=True, filename="best", auto_insert_metric_name=False)
-        callbacks = [checkpoint, DivergenceMonitor(cfg.get("max_loss", 1e4))]
+        clock = TimeToBest(monitor, mode)
+        callbacks = [checkpoint, DivergenceMonitor(cfg.get("max_loss", 1e4)), clock]
         stopper = early_stopping(cfg)
         if stopper is not None:
             callbacks.append(stopper)
@@ -173,6 +174,7 @@ def run(cfg: DictConfig) -> dict:
         if (stack := getattr(module, "stack", None)) is not None:
             metrics["hidden_size"] = stack.hidden_size  # the one used (model.param_budget may choose it)
         metrics["wall_time_s"] = time.perf_counter() - started
+        metrics["time_to_best_s"] = clock.seconds
         if trainer.is_global_zero:
             samples = generate_samples(cfg, module, tokenizer, train_text=datamodule.split_text("train")) \
                 if module.generates else None
@@ -183,7 +185,8 @@ def run(cfg: DictConfig) -> dict:
                 metrics["primary"] = metrics[primary]
                 tracker.set_tags({"primary_metric": f"{primary} ({'lower' if direction == 'min' else 'higher'} is better)"})
             tracker.log_metrics({k: v for k, v in metrics.items() if k.startswith(("sample/", "val/best")) or k in
-                                 ("num_parameters", "hidden_size", "wall_time_s", "epochs_trained", "converged", "primary")})
+                                 ("num_parameters", "hidden_size", "wall_time_s", "time_to_best_s", "epochs_trained", "converged",
+                                  "primary")})
             if samples:
                 tracker.log_text(samples["text"], "samples.txt")
             for path in module.artifacts():  # e.g. task=count: the loss surface with the trajectory

@@ -11,6 +11,7 @@ import pandas as pd
 from hydra.utils import get_class
 
 from seqbench.protocol import protocol
+from seqbench.report.frontier import fronts
 from seqbench.report.labels import ROW_AXES, distinct_labels, row_label
 from seqbench.report.runs import finished
 from seqbench.report.statistics import fmt, fmt_p, fmt_signed, lookup, mean_or_nan, mean_sd
@@ -22,7 +23,7 @@ SECONDARY = {"lm": ["test/perplexity", "val/best_loss", "test/unk_rate", "sample
              "adding": ["test/mse_ratio", "test/baseline_mse"],
              "copy": ["test/loss", "test/baseline_loss", "test/baseline_recall_accuracy"]}
 #: cost columns; throughput is tokens/s for token-stream tasks, examples/s for the others
-COST = ["num_parameters", "train/tokens_per_s", "train/examples_per_s", "wall_time_s"]
+COST = ["num_parameters", "train/tokens_per_s", "train/examples_per_s", "time_to_best_s", "wall_time_s"]
 #: how training ended (``converged`` only with early stopping)
 TRAINING = ["converged", "epochs_trained"]
 
@@ -65,23 +66,58 @@ def build_tables(expected: list[Expected], runs: pd.DataFrame, seeds: list) -> l
                    and (m != "test/unk_rate" or lossy)] or [primary]
         throughput = next((m for m in ("train/tokens_per_s", "train/examples_per_s")
                            if any(np.any(~np.isnan(v[m])) for v in values.values())), "train/tokens_per_s")
+        # a column with the same value in every row (a task's baseline) says nothing about the rows
+        same = {m: constant(values, m) for m in metrics if m != primary}
+        same = {m: c for m, c in same.items() if c is not None}
+        metrics = [m for m in metrics if m not in same]
+        table = {"task": task, "data": data, "primary": primary, "direction": direction, "values": values,
+                 "verdict": verdict}
+        front = fronts(table)
         arrow = "↓" if direction == "min" else "↑"
         header = [" / ".join(axes), *[f"{m} ({arrow})" if m == primary else m for m in metrics],
-                  "rank", "Δ vs top [95 % CI]", "g vs top", "Holm p vs top", "params",
-                  throughput.removeprefix("train/").replace("_per_s", "/s"), "wall s", "runs"]
+                  "rank", "Δ vs top [95 % CI]", "g vs top", "Holm p vs top", "converged", "params",
+                  throughput.removeprefix("train/").replace("_per_s", "/s"), "s to best", "wall s",
+                  "Pareto front", "runs"]
         body = []
         for label, row in rows.items():
             v = values[label]
+            on = [name for cost, name in (("time_to_best_s", "time"), ("num_parameters", "params"))
+                  if label in front[cost]]
             body.append([("★ " if label == verdict.winner else "") + label + (" †" if label in lossy else ""),
                          *[mean_sd(v[m]) for m in metrics], *versus_top(verdict, label, label in lossy),
+                         converged_cell(verdict.converged.get(label)),
                          fmt(mean_or_nan(v["num_parameters"])), fmt(mean_or_nan(v[throughput])),
-                         fmt(mean_or_nan(v["wall_time_s"])), f"{len(row['runs'])}/{row['expected']}"])
-        tables.append({"task": task, "data": data, "header": header, "rows": body, "primary": primary,
-                       "direction": direction, "values": values, "runs": {k: r["runs"] for k, r in rows.items()},
-                       "protocol": protocol(items[0].cfg, seeds, tuple(items[0].grid.get("tune") or ())), "axes": axes, "items": items, "lossy": lossy,
-                       "label_of": label_of, "verdict": verdict, "matrix": pairwise_matrix(verdict),
-                       "pairs": pairs_table(verdict)})
+                         fmt(mean_or_nan(v["time_to_best_s"])), fmt(mean_or_nan(v["wall_time_s"])),
+                         ", ".join(on) or "–", f"{len(row['runs'])}/{row['expected']}"])
+        text = protocol(items[0].cfg, seeds, tuple(items[0].grid.get("tune") or ()))
+        if same:
+            text += " Same for every row: " + "; ".join(f"{m} {c}" for m, c in same.items()) + "."
+        table.update({"header": header, "rows": body, "runs": {k: r["runs"] for k, r in rows.items()},
+                      "protocol": text, "axes": axes, "items": items, "lossy": lossy, "label_of": label_of,
+                      "matrix": pairwise_matrix(verdict), "pairs": pairs_table(verdict), "fronts": front})
+        tables.append(table)
     return tables
+
+
+def constant(values: dict[str, dict], metric: str) -> str | None:
+    """The value of ``metric`` when every row with runs has that same value in every run (to the
+    printed digits), else None."""
+    shown = set()
+    for v in values.values():
+        runs = v[metric][~np.isnan(v[metric])]
+        if not len(runs):
+            continue
+        if len({fmt(float(x)) for x in runs}) > 1:
+            return None
+        shown.add(fmt(float(runs[0])))
+    return shown.pop() if len(shown) == 1 else None
+
+
+def converged_cell(counts: tuple[int, int] | None) -> str:
+    """"4/4" (runs that converged / runs with the flag), "n/a" (not trained by gradient), "–" (not checked)."""
+    if counts is None:
+        return "n/a"
+    return f"{counts[0]}/{counts[1]}" if counts[1] else "–"
 
 
 def versus_top(verdict: Verdict, label: str, lossy: bool) -> list[str]:

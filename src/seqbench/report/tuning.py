@@ -7,24 +7,50 @@ from seqbench.report.render import md_table
 from seqbench.report.statistics import fmt
 
 
-def tuning_section(study: dict, choice: dict[str, dict]) -> list[str]:
-    """Markdown lines; empty when the study tunes nothing."""
+def margin(entry: dict) -> float:
+    """How far the chosen candidate's objective is ahead of the runner-up's (nan with < 2 scored)."""
+    scored = sorted(v for v in entry["candidates"].values() if v == v)
+    if len(scored) < 2:
+        return float("nan")
+    return scored[1] - scored[0] if entry["direction"] == "min" else scored[-1] - scored[-2]
+
+
+def tuning_section(study: dict, choice: dict[str, dict], noise: dict[str, float] | None = None) -> list[str]:
+    """Markdown lines; empty when the study tunes nothing. ``noise``: per grid point, the sd over
+    the comparison's seeds of the same objective at the chosen setting: a choice won by less than
+    that is a near tie, which another seed (or another CPU's rounding) could have reversed."""
     if not choice:
         return []
     from seqbench.study import tuning
 
+    noise = noise or {}
     settings = tuning(study)
     candidates = sorted({c for entry in choice.values() for c in entry["candidates"]})
-    rows = [[point, *[("**" + fmt(entry["candidates"][c]) + "**") if entry.get("chosen") == c.split(" ")
-                      else fmt(entry["candidates"].get(c, float("nan"))) for c in candidates],
-             " ".join(entry["chosen"]) if "chosen" in entry else "not chosen yet (no finished tuning run)"]
-            for point, entry in choice.items()]
+    rows, ties = [], []
+    for point, entry in choice.items():
+        lead, sd = margin(entry), noise.get(point, float("nan"))
+        tie = lead == lead and sd == sd and lead < sd
+        if tie:
+            ties.append(point)
+        rows.append([point, *[("**" + fmt(entry["candidates"][c]) + "**") if entry.get("chosen") == c.split(" ")
+                              else fmt(entry["candidates"].get(c, float("nan"))) for c in candidates],
+                     " ".join(entry["chosen"]) if "chosen" in entry else "not chosen yet (no finished tuning run)",
+                     fmt(lead), fmt(sd), "near tie" if tie else "–"])
+    budget = {p: len(e["candidates"]) for p, e in choice.items()}
+    same = len(set(budget.values())) == 1
+    keys = sorted({k for g in study.get("grids", []) for k in (g.get("tune") or {})})
     return ["## Tuning", "",
             f"Each grid point's setting was chosen on validation: one run per candidate at the tuning seed "
             f"{settings['seed']}" + (f" with {' '.join(settings['overrides'])}" if settings["overrides"] else "")
             + f", {objectives(choice)} wins (bold); the comparison above ran at the chosen setting "
-            f"over the study's seeds.", "",
-            md_table(["grid point", *candidates, "chosen"], rows), ""]
+            f"over the study's seeds. Tuning budget: "
+            + (f"{next(iter(budget.values()))} candidates for every point" if same else
+               "per point " + ", ".join(f"{p} {n}" for p, n in budget.items()))
+            + f" over {', '.join(keys)}. lead: how far the chosen candidate is ahead of the runner-up; seed sd: "
+            f"the sd of the same objective over the comparison's seeds at the chosen setting.", "",
+            md_table(["grid point", *candidates, "chosen", "lead", "seed sd", "near tie?"], rows), "",
+            *([f"**Near ties:** {', '.join(ties)}: the chosen setting won by less than the noise between seeds, "
+               f"so the choice (and a verdict that rests on it) could flip with another seed or CPU.", ""] if ties else [])]
 
 
 def objectives(choice: dict[str, dict]) -> str:

@@ -5,9 +5,12 @@
   pairs, p < α (0.05);
 * top group: the top row and every comparable row not significantly different from it (a row with
   n < 2 cannot be tested, so it cannot be told apart);
-* winner (★): the top row, only when it is significantly better than every other comparable row
-  (top group of one, at least two comparable rows); otherwise no winner, and the text names the
-  indistinguishable rows;
+* leader: the top row when it is significantly better than every other comparable row (top group
+  of one, at least two comparable rows);
+* winner (★): the leader, only when the comparison converged: at least ``CONVERGED_SHARE`` of the
+  runs of every ranked row stopped because validation stopped improving (rows not trained by
+  gradient aside). A leader at a budget that ran out is named "at this budget", without ★: it
+  ranks learning speed, not the rows. With no leader the text names the indistinguishable rows;
 * warnings: failed or missing runs, n < 3 seeds, runs that did not converge (``converged`` = 0:
   the budget ran out before early stopping fired), or no ``converged`` metric at all (trained for
   a fixed budget; convergence not checked).
@@ -28,6 +31,8 @@ from seqbench.report.statistics import ALPHA, Comparison, compare, finite, fmt, 
 MIN_SEEDS = 3
 #: significant pairs named in the text (the rest are in the pairwise table)
 MAX_PAIRS_IN_TEXT = 10
+#: share of a row's runs that must have converged (early stopping fired) for its comparison to count
+CONVERGED_SHARE = 0.9
 
 
 @dataclass
@@ -39,7 +44,9 @@ class Verdict:
     comparisons: dict[tuple[str, str], Comparison]  # every pair of ranked rows, Holm-adjusted
     significant: list[Comparison]                   # Holm p < alpha; ``a`` is the better row
     top_group: list[str]                            # rows not separable from the top row
-    winner: str | None                              # ★, or None when the top is not separable
+    winner: str | None                              # ★: the leader of a converged comparison, else None
+    leader: str | None = None                       # the top row when separable from every other
+    converged: dict[str, tuple[int, int] | None] = field(default_factory=dict)  # row -> (converged, runs)
     not_ranked: list[str] = field(default_factory=list)   # lossy rows †
     warnings: list[str] = field(default_factory=list)
     alpha: float = ALPHA
@@ -79,12 +86,34 @@ def decide(values: dict[str, np.ndarray], direction: str, *, metric: str = "prim
     significant.sort(key=lambda c: (ranking.index(c.a), ranking.index(c.b)))
     top = ranking[0] if ranking else None
     top_group = [top] + [r for r in ranking[1:] if not lookup(comparisons, top, r).significant(alpha)] if top else []
-    winner = top if len(ranking) >= 2 and len(top_group) == 1 else None
-    v = Verdict(metric, direction, ranking, means, comparisons, significant, top_group, winner,
+    leader = top if len(ranking) >= 2 and len(top_group) == 1 else None
+    counts = convergence_counts(values, converged)
+    winner = leader if all_converged(counts, ranking) else None
+    v = Verdict(metric, direction, ranking, means, comparisons, significant, top_group, winner, leader, counts,
                 not_ranked=[label for label in values if label in lossy and n[label]],
                 warnings=row_warnings(values, n, converged, expected), alpha=alpha)
     v.text = sentences(v)
     return v
+
+
+def convergence_counts(values, converged) -> dict[str, tuple[int, int] | None]:
+    """Row -> (runs that converged, runs with a ``converged`` flag); None for a row not trained by
+    gradient (nothing to converge); (0, 0) when no run logged the flag (a fixed budget)."""
+    counts = {}
+    for label in values:
+        flags = (converged or {}).get(label, [])
+        if flags is None:
+            counts[label] = None
+        else:
+            flags = finite(flags)
+            counts[label] = (int((flags == 1).sum()), len(flags))
+    return counts
+
+
+def all_converged(counts: dict[str, tuple[int, int] | None], rows: list[str]) -> bool:
+    """Every one of ``rows`` converged in at least ``CONVERGED_SHARE`` of its runs."""
+    return all(counts.get(r) is None or (counts[r][1] > 0 and counts[r][0] >= CONVERGED_SHARE * counts[r][1])
+               for r in rows)
 
 
 def row_warnings(values, n, converged, expected) -> list[str]:
@@ -149,6 +178,10 @@ def sentences(v: Verdict) -> str:
         top = v.ranking[0]
         if v.winner:
             parts.append(f"★ {name(v.winner)}: significantly better than every other row (Holm-adjusted p < {v.alpha}).")
+        elif v.leader:
+            parts.append(f"At this budget {name(v.leader)} is significantly better than every other row (Holm-adjusted "
+                         f"p < {v.alpha}), but not every row converged, so this ranks how fast the rows learn, not "
+                         f"where they end: no winner is named.")
         else:
             untested = any(math.isnan(lookup(v.comparisons, top, r).p_holm) for r in v.top_group[1:])
             why = f"Holm-adjusted p ≥ {v.alpha}" + (" or too few runs to test" if untested else "")
