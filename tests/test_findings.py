@@ -175,3 +175,17 @@ def test_a_choice_won_by_less_than_the_seed_noise_is_a_near_tie():
     assert "**Near ties:** copy: model=cifg: the chosen setting won by less than the noise between seeds" in md
     rows = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| copy")}
     assert rows["copy: model=cifg"].endswith("| near tie |") and rows["copy: model=gru"].endswith("| – |")
+
+
+def test_every_shipped_findings_file_loads_and_names_rows_its_study_has():
+    """Each study's findings parse, and a finding's rows are cells the study compares (or the
+    finding is one the study cannot test, which the report then says)."""
+    from seqbench.report.findings import FINDINGS_DIR, load_findings
+    from seqbench.study import load_study, studies
+
+    names = {p.stem for p in FINDINGS_DIR.glob("*.yaml")}
+    assert names, "no findings file"
+    for study in [load_study(s) for s in studies()]:
+        if str(study.get("findings", study["name"])) in names:
+            findings = load_findings(study)
+            assert findings and all(f.citation and f.claim for f in findings)

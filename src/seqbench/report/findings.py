@@ -75,8 +75,12 @@ def load_findings(study: dict, directory: Path = FINDINGS_DIR) -> list[Finding]:
     path = Path(name) if name.endswith(".yaml") else directory / f"{name}.yaml"
     if not path.is_file():
         return []
+    try:
+        entries = yaml.safe_load(path.read_text()) or []
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     out = []
-    for i, raw in enumerate(yaml.safe_load(path.read_text()) or []):
+    for i, raw in enumerate(entries):
         if raw.get("relation") not in RELATIONS or len(raw.get("rows") or []) != 2:
             raise ConfigError(f"{path.name}, finding {i + 1}: relation must be one of {', '.join(RELATIONS)} "
                               f"and rows two row labels, not {raw.get('relation')!r} / {raw.get('rows')!r}")
