@@ -54,11 +54,16 @@ def tuning_section(study: dict, choice: dict[str, dict], noise: dict[str, float]
 
 
 def objectives(choice: dict[str, dict]) -> str:
-    """"lowest val/best_loss" (or per point, where the points' objectives differ)."""
+    """"lowest val/best_loss" (or, where the points' objectives differ, each with its grids)."""
     words = {p: f"{'lowest' if e['direction'] == 'min' else 'highest'} {e['objective']}" for p, e in choice.items()}
     if len(set(words.values())) == 1:
         return next(iter(words.values()))
-    return "per grid point " + "; ".join(f"{w} ({p})" for p, w in words.items())
+    grids: dict[str, list[str]] = {}
+    for point, word in words.items():
+        grid = point.partition(": ")[0]
+        if grid not in grids.setdefault(word, []):
+            grids[word].append(grid)
+    return "; ".join(f"{w} ({', '.join(g)})" for w, g in grids.items())
 
 
 def importance_section(choice: dict[str, dict]) -> list[str]:
