@@ -7,7 +7,7 @@ PORT ?= 5000
 STUDY ?= cells
 export SEQBENCH_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help install run test ui bench sweep report reproduce tune clean
+.PHONY: help install run test ui bench sweep report reproduce tune clean cluster-up cluster-down
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -27,7 +27,7 @@ install: $(VENV)/.installed  ## create .venv and install seqbench with its test 
 run: install  ## the default job: char-LM on the synthetic corpus, tracked in MLflow (~2 min)
 	$(BIN)/python -m seqbench $(ARGS)
 
-test: install  ## the whole test suite (offline, ~9 min on 2 cores)
+test: install  ## the whole test suite (offline, ~15 min on 2 cores)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ui: install  ## MLflow UI over the project's store (or $$MLFLOW_TRACKING_URI) on 127.0.0.1:$(PORT)
@@ -48,6 +48,12 @@ tune: install  ## optuna search of lr and hidden size per cell: make tune MODEL=
 
 bench: install  ## benchmarks -> benchmarks/results/*.md
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
+
+cluster-up: install  ## a single-node SLURM + PostgreSQL-backed mlflow server here (root; then: eval "$$(scripts/cluster env)")
+	scripts/cluster up
+
+cluster-down:  ## stop what cluster-up started
+	scripts/cluster down
 
 clean:  ## remove generated runs, stores and caches (keeps .venv)
 	rm -rf outputs multirun mlruns mlartifacts mlflow.db optuna.db .cache lightning_logs reports

@@ -107,3 +107,23 @@ def test_config_hash_ignores_outputs_and_tracks_experiment():
     for override in ("model=gru", "seed=1", "optimizer.lr=0.01", "scheduler=step", "data.num_train=10",
                      "trainer.max_epochs=1"):
         assert config_hash(compose_cfg([override])) != base, override
+
+
+def test_groups_tags_and_task_knowledge_are_derived_from_conf_and_the_task_classes():
+    """No hand-kept list: the groups are conf/'s folders, the tags every group that names its
+    options and changes results, and each task class says what its report and summary show."""
+    from hydra.utils import get_class
+
+    from seqbench.tasks.base import Task
+    from seqbench.tracking import OUTPUT_ONLY_KEYS, TAG_GROUPS
+    from seqbench.validate import CONF_DIR
+
+    folders = {p.name for p in CONF_DIR.iterdir() if p.is_dir()} - {"hydra"}
+    assert set(GROUPS) == folders
+    assert set(TAG_GROUPS) == {g for g in folders if g not in OUTPUT_ONLY_KEYS and g != "trainer"}
+    for task in group_options("task"):
+        cls = get_class(OmegaConf.load(CONF_DIR / "task" / f"{task}.yaml")._target_)
+        assert issubclass(cls, Task)
+        keys = cls.summary_keys()
+        assert cls.primary_metric[0] in keys and set(cls.secondary_metrics) <= set(keys)
+        assert cls.curve_metric.startswith("val/")

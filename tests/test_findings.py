@@ -140,7 +140,9 @@ def test_report_from_an_mlflow_store_has_answer_findings_and_front(tmp_path, mon
                            "num_parameters": {"rnn": 1e3, "lstm": 4e3, "gru": 3e3, "cifg": 3e3}[model]}.items():
             client.log_metric(run.info.run_id, key, value)
         client.set_terminated(run.info.run_id, "FINISHED")
-    assert main([str(path), "--out", str(tmp_path / "out")]) == 0
+    page = tmp_path / "docs" / "toy.md"
+    page.parent.mkdir()
+    assert main([str(path), "--out", str(tmp_path / "out"), "--page", str(page)]) == 0
     md = (tmp_path / "out" / "report.md").read_text()
     head = md.split("## lm / synthetic")[0]
     assert head.index("Smoke run, not a result") < head.index("## The answer")
@@ -159,6 +161,11 @@ def test_report_from_an_mlflow_store_has_answer_findings_and_front(tmp_path, mon
     assert rows["gru"].endswith("| time, params | 4/4 |")          # best quality at its cost
     assert rows["cifg"].endswith("| – | 4/4 |")                    # dominated by gru on both
     assert (tmp_path / "out" / "frontier_0_lm_synthetic.png").is_file()
+    # the results page: the report under one provenance line, its plots beside it
+    title, blank, line = page.read_text().splitlines()[:3]
+    assert title == "# seqbench report: toy" and blank == ""
+    assert line.startswith("*Made by `make sweep STUDY=toy && make report STUDY=toy` · code version ? · ")
+    assert "](toy/frontier_0_lm_synthetic.png)" in page.read_text() and (tmp_path / "docs" / "toy" / "frontier_0_lm_synthetic.png").is_file()
 
 
 def test_a_choice_won_by_less_than_the_seed_noise_is_a_near_tie():

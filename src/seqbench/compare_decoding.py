@@ -78,7 +78,7 @@ def markdown_table(rows: dict[str, dict], params: dict[str, str]) -> str:
 def compare(cfg: DictConfig) -> dict:
     """Run every strategy, print the table, log the decode run; return table, metrics, run id."""
     from seqbench.generate import load_model
-    from seqbench.generation import generate_texts, score, stop_token_id
+    from seqbench.generation import generate_texts, has_grammar, score, stop_token_id
     from seqbench.decoding import Greedy
 
     names = strategy_names(cfg)
@@ -89,7 +89,7 @@ def compare(cfg: DictConfig) -> dict:
     module, tokenizer, run_config = loaded.module, loaded.tokenizer, loaded.run_config
     eos_id = stop_token_id(tokenizer, cfg.get("stop_token"))
     train_ngrams = train_ngrams_of(run_config)
-    grammar = run_config is not None and run_config.data.name == "synthetic"
+    grammar = run_config is not None and has_grammar(run_config.data)
     generate_texts(module, tokenizer, Greedy(), cfg.prompt, 1, 4, cfg.seed)  # warm-up, untimed
     rows, samples = {}, {}
     for name, strategy in strategies.items():

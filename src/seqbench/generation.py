@@ -94,6 +94,13 @@ def score(module, gen: Generation, train_ngrams: set | None = None, grammar: boo
     return m
 
 
+def has_grammar(data: DictConfig) -> bool:
+    """Whether the dataset class declares a grammar its samples can be checked against."""
+    from hydra.utils import get_class
+
+    return bool(getattr(get_class(data._target_), "has_grammar", False))
+
+
 def generate_samples(cfg: DictConfig, module, tokenizer, train_text: str | None = None) -> dict:
     """Generate ``task.generate.num_samples`` continuations of the prompt with ``cfg.decoding``
     and score them. ``train_text`` (the training split as one text) enables the copy metric.
@@ -106,7 +113,7 @@ def generate_samples(cfg: DictConfig, module, tokenizer, train_text: str | None 
     gen = generate_texts(module, tokenizer, strategy, gen_cfg.prompt, gen_cfg.num_samples,
                          gen_cfg.max_new_tokens, cfg.seed, eos_id)
     train_ngrams = ngram_set(train_text) if train_text is not None else None
-    metrics = score(module, gen, train_ngrams, grammar=cfg.data.name == "synthetic")
+    metrics = score(module, gen, train_ngrams, grammar=has_grammar(cfg.data))
     metrics = {f"sample/{k}": float(v) for k, v in metrics.items() if math.isfinite(v)}
     header = f"# decoding={strategy.name} prompt={gen_cfg.prompt!r} seed={cfg.seed}\n"
     return {"text": header + "\n---\n".join(gen.texts) + "\n", "metrics": metrics, "texts": gen.texts}

@@ -41,7 +41,9 @@ def quiet() -> None:
                 ".*LightningDataModule.*", ".*`isinstance.*treespec.*", ".*Checkpoint directory.*exists.*",
                 # eval metrics are computed from sums already reduced over ranks (SumMetric)
                 ".*It is recommended to use `self.log\\('(val|test)/.*sync_dist=True.*",
-                ".*It is recommended to use `self.log\\('train/tokens_per_s.*"):
+                ".*It is recommended to use `self.log\\('train/tokens_per_s.*",
+                # a machine with SLURM's tools where this run was not started by srun: nothing to do
+                ".*The `srun` command is available on your system but is not used.*"):
         warnings.filterwarnings("ignore", message=msg)
     import datasets
 
@@ -210,11 +212,7 @@ def print_summary(cfg: DictConfig, metrics: dict, tracker, out: Path) -> None:
                         f"{cfg.model.name}/s{cfg.seed}", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("train/loss_epoch", "val/loss", "val/bits_per_char", "test/loss", "test/perplexity",
-                "test/bits_per_char", "test/bits_per_byte", "test/unk_rate", "val/accuracy",
-                "test/accuracy", "test/f1_macro", "test/mse", "test/mse_ratio", "test/recall_accuracy",
-                "test/baseline_recall_accuracy", "epochs_trained", "converged", "train/tokens_per_s", "train/examples_per_s",
-                "num_parameters", "sample/grammatical_rate", "sample/distinct_2", "sample/repetition_4"):
+    for key in get_class(cfg.task._target_).summary_keys():
         if key in metrics:
             v = metrics[key]
             table.add_row(key, f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4f}")

@@ -302,7 +302,8 @@ def check_base(grid: dict, sweep: list[str], root: str) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(sweep)
-    base = [o.input_line for o in parsed if not o.is_sweep_override()]
+    # hydra.* (the launcher's partition, CPUs, ...) is not in the composed job config: check_launcher
+    base = [o.input_line for o in parsed if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
     swept = [o.get_key_element() for o in parsed if o.is_sweep_override()]
     from seqbench.validate import check_keys
 

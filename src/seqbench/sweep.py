@@ -8,8 +8,8 @@ than its share of the expected work, known from earlier runs in MLflow; ``slurm`
 ``submitit_local``: submitit's local executor, the SLURM code path without a cluster; ``basic``:
 one after another). A study with tuned grids (``tune:``) runs its tuning multiruns and the
 comparison of the grids that tune nothing together; each tuned grid's comparison, at the settings
-chosen from its tuning runs, joins the queue as soon as that grid's tuning multirun has ended
-(on SLURM, whose multiruns return when their jobs are queued: at the next invocation). The study is one
+chosen from its tuning runs, joins the queue as soon as that grid's tuning multirun has ended (Hydra's
+submitit launcher returns when its jobs have ended, so on SLURM too). The study is one
 place in MLflow: its own experiment (``seqbench/<study>``) with one parent run, the jobs nested
 under it, and the report logged on it.
 Resumable: a job whose config hash already has a FINISHED run of the same code (``code_version``)
@@ -280,7 +280,7 @@ def run_stage(study: dict, stage: str, multiruns: list[Multirun], command_of, tr
     FINISHED run (not even a process is started); with the local launcher several at once
     (:func:`concurrent_multiruns`, from :func:`expected_work`), the largest first, so that the last
     to end is a small one. A multirun's ``unlocks()`` join the queue when it has ended (at once
-    when it is skipped; on SLURM only then, since a SLURM multirun ends when its jobs are queued).
+    when it is skipped).
     ``command_of(sweeps, lanes, first)`` gives their command lines. Returns the signal that
     stopped it, else None. Jobs that ran on this machine (not SLURM, whose jobs outlive the
     multirun) have all ended when it returns, so runs a signal left RUNNING are closed KILLED."""
@@ -317,7 +317,7 @@ def run_stage(study: dict, stage: str, multiruns: list[Multirun], command_of, tr
     commands = command_of([m.sweep for m in todo], lanes, 0)
 
     def then(i: int) -> list[tuple[list[str], float]]:
-        if todo[i].unlocks is None or launcher == "slurm":
+        if todo[i].unlocks is None:
             return []
         new = to_run(todo[i].unlocks())
         sizes, new_unit = expected_work([m.pending for m in new], tracker)
@@ -378,6 +378,7 @@ def run_study(study: dict, launcher: str = "local", jobs: int | None = None, ove
             print("\n".join(dry_run_lines(study, tune_sweeps, compare_sweeps, launcher, jobs, overrides)))
             return 0
         start_forkserver()  # its imports on another core, while the checks run here
+        check_launcher(launcher, extra)
         tuned = preflight(study, root, extra, stage="tune")
         expected = preflight(study, root, extra)
     except SeqbenchError as e:
@@ -423,11 +424,6 @@ def run_study(study: dict, launcher: str = "local", jobs: int | None = None, ove
         return 1
     if signum:
         return 128 + signum
-    if launcher == "slurm":  # submitit returns when the jobs are queued; nothing to count yet
-        if not all(reusable(tuned, tracker)):
-            print(f"== {study['name']}: tuning jobs submitted; run the same command again when they have "
-                  f"finished, to choose each point's setting and run the comparison", flush=True)
-        return 0  # the parent stays RUNNING until a later sweep (or the report) counts the study
     if tracker is None:
         return 0
     if tuned:  # the comparison at the settings chosen
@@ -436,6 +432,30 @@ def run_study(study: dict, launcher: str = "local", jobs: int | None = None, ove
     counts = summarize(study, tuned + expected, tracker)
     close_study_run(tracker, parent, "FAILED" if counts["missing"] else "FINISHED", counts)
     return 1 if counts["missing"] else 0
+
+
+def check_launcher(launcher: str, overrides: list[str]) -> None:
+    """The launcher's own settings on the command line (``hydra.launcher.partition=debug``) exist
+    in its config (``conf/hydra/launcher/<name>.yaml`` and the plugin's), checked before any run:
+    one line naming the bad key and the valid ones."""
+    from hydra import compose, initialize_config_dir
+
+    from seqbench.errors import ConfigError
+    from seqbench.validate import CONF_DIR
+
+    if launcher not in LAUNCHERS:
+        raise choice_error("launcher", launcher, LAUNCHERS)
+    settings = [o for o in overrides if o.lstrip("+~").startswith("hydra.launcher.")]
+    if not settings:
+        return
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        valid = sorted(k for k in compose("config", overrides=[f"hydra/launcher={launcher}"],
+                                          return_hydra_config=True).hydra.launcher if not k.startswith("_"))
+        for o in settings:
+            key = o.lstrip("+~").split("=", 1)[0]
+            if key.removeprefix("hydra.launcher.") not in valid:
+                raise ConfigError(f"unknown {launcher} launcher setting {key!r}; valid: "
+                                  + ", ".join(f"hydra.launcher.{k}" for k in valid))
 
 
 def dry_run_lines(study: dict, tune_sweeps: list, compare_sweeps: list, launcher: str, jobs: int | None,

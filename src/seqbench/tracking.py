@@ -40,7 +40,18 @@ STUDY_RUN_TAG = "seqbench.study_run"
 #: trainer keys that do not change results
 OUTPUT_ONLY_TRAINER_KEYS = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps",
                             "default_root_dir")
-TAG_GROUPS = ("task", "data", "tokenizer", "embedding", "model", "decoding", "optimizer", "scheduler")
+
+
+def tag_groups() -> tuple[str, ...]:
+    """The config groups a run is tagged with: those whose options have a ``name`` and that change
+    what is trained (not ``OUTPUT_ONLY_KEYS``), from ``conf/``."""
+    from seqbench.validate import CONF_DIR, config_groups
+
+    named = lambda g: all("name" in OmegaConf.load(p) for p in (CONF_DIR / g).glob("*.yaml") if p.stem != "default")
+    return tuple(g for g in config_groups() if g not in OUTPUT_ONLY_KEYS and named(g))
+
+
+TAG_GROUPS = tag_groups()
 
 
 def resolved(cfg: DictConfig) -> dict:

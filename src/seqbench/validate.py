@@ -19,8 +19,14 @@ from omegaconf import DictConfig
 from seqbench.errors import ConfigError, choice_error
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-GROUPS = ("task", "data", "tokenizer", "embedding", "model", "optimizer", "scheduler", "decoding", "trainer",
-          "logger", "paths")
+
+
+def config_groups(conf_dir: Path = CONF_DIR) -> tuple[str, ...]:
+    """The config groups: the folders of ``conf/`` (``hydra/`` holds Hydra's own settings)."""
+    return tuple(sorted(p.name for p in conf_dir.iterdir() if p.is_dir() and p.name != "hydra"))
+
+
+GROUPS = config_groups()
 
 
 def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:

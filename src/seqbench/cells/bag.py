@@ -5,7 +5,7 @@ recurrent cell) helps. The sequence is summarised by the mean of its input vecto
     h   = h_n, n = the sequence's length    final state (1, B, I): what a classifier's head reads
 
 So ``task=classify model=boe`` is the classic "mean of embeddings -> linear" baseline (the model
-seed 002's IMDb "LSTM" actually measured: an ``EmbeddingBag`` mean). Its width is the input's
+the IMDb "LSTM" of the notebook this project replaced actually measured (pipelines/reproduce/imdb.yaml): an ``EmbeddingBag`` mean). Its width is the input's
 (``hidden_size`` is ignored) and it has no parameters of its own. It carries no state across
 windows, so it is refused where a task needs one (language modelling with truncated BPTT).
 """

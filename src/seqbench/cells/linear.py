@@ -2,7 +2,7 @@
 
     s_t = W_x x_t + W_rec s_{t-1}
 
-With one unit and one input it has two parameters, w_x and w_rec (seed 002's counting model, after
+With one unit and one input it has two parameters, w_x and w_rec (the counting model of
 Roelants' tutorial): s_T = w_x * sum_k w_rec^(T-k) x_k, so the count of ones is s_T at
 w_x = w_rec = 1, and the gradient carries powers of w_rec up to T - 1:
 

@@ -47,6 +47,9 @@ class AgreementCorpus(GeneratedCorpus):
     max_attractors: int = 3
     name: str = "synthetic"
     space_keys = ("max_attractors",)
+    #: samples generated from a model of this corpus can be checked against its grammar
+    #: (``sample/grammatical_rate``, ``data.synthetic.is_grammatical``)
+    has_grammar = True
 
     def generate(self, split: str, n: int) -> Dataset:
         rng = random.Random(f"agreement/{self.seed}/{split}/{SPLITS.index(split)}")

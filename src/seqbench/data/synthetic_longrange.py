@@ -136,7 +136,7 @@ class SelectiveCopy(GeneratedCorpus):
 
 @dataclass
 class CountingBits(GeneratedCorpus):
-    """Counting ones as regression (seed 002's toy, after Roelants' tutorial): ``length`` bits
+    """Counting ones as regression (after Roelants 2015, "How to implement a recurrent neural network, part 1"): ``length`` bits
     x_t ~ Bernoulli(1/2); the target is their sum, y = sum_t x_t. Predicting the mean (y = T/2)
     gives MSE T/4, the baseline to beat. Columns: ``bits`` (T ints), ``target`` (float), ``text``
     (the bits as a 0/1 string: the example's identity, so held-out strings are unseen in train)."""

@@ -1,4 +1,4 @@
-"""Closed forms of the two-parameter linear RNN s_t = w_x x_t + w_rec s_{t-1}, s_0 = 0 (seed 002):
+"""Closed forms of the two-parameter linear RNN s_t = w_x x_t + w_rec s_{t-1}, s_0 = 0 (Roelants 2015, "How to implement a recurrent neural network, part 1"):
 
     s_T        = w_x * sum_{k=1}^{T} w_rec^(T-k) x_k
     ds_T/dw_x  = sum_k w_rec^(T-k) x_k                     = s_T / w_x

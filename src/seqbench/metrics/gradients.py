@@ -11,7 +11,7 @@ for any cell, fused or from scratch: the stack is run one step at a time with th
 (``stack(x[:, t:t+1], state)``), each step's state is kept, and ``torch.autograd.grad`` returns
 dL/dh_t for all of them in one backward pass (the same as ``retain_grad`` on each state, without
 touching the parameters' ``.grad``). For the linear scalar recurrence s_t = w s_{t-1} + u x_t with
-L = s_{T-1}: dL/ds_t = w^(T-1-t), i.e. g_h(lag) = |w|^lag (seed 002's example; see the tests).
+L = s_{T-1}: dL/ds_t = w^(T-1-t), i.e. g_h(lag) = |w|^lag (the example of Roelants 2015, "How to implement a recurrent neural network, part 1"; see the tests).
 
 For the xLSTM cells c is the packed memory (sLSTM ``[c | n | m]``, mLSTM ``[C | n | m]``) and g_c
 its norm over all of it; mLSTM never feeds h_{t-1} back (``output_feeds_back = False``), so its

@@ -22,8 +22,6 @@ from seqbench.report.verdict import CONVERGED_SHARE, plural
 from seqbench.study import Expected
 from seqbench.tracking import Tracker
 
-CURVE_METRIC = {"lm": "val/bits_per_char", "classify": "val/accuracy"}
-
 LOSSY_NOTE = ("† the vocabulary maps unseen words to <unk> (test/unk_rate > 0): each is scored as one token, "
               "so the spelling of out-of-vocabulary words is not paid for and bits/char is a lower bound, not "
               "comparable with the lossless tokenizers; such rows are never ranked.")
@@ -51,7 +49,7 @@ def table_section(i: int, t: dict, tracker: Tracker, out_dir: Path) -> tuple[lis
                "Effect sizes of every pair: Δ = mean(a) − mean(b) with its Welch 95 % CI, Hedges' g, the raw "
                "Welch p and the Holm-adjusted p.", "", md_table(*t["pairs"]), ""]
     images = []
-    metric = CURVE_METRIC.get(t["task"], "val/loss")
+    metric = t["curve_metric"]
     plots = [(out_dir / f"bars_{i}_{t['task']}_{t['data']}.png",
               f"{t['primary']} by row" + (" (lossy † rows left out: not comparable)" if t["lossy"] else ""),
               lambda png: plot_primary(t, png)),

@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seqbench.report", description=__doc__.split("\n")[0])
     parser.add_argument("study")
     parser.add_argument("--out", default=None, help="output folder (default reports/<study>)")
+    parser.add_argument("--page", default=None, help="also write a results page there (e.g. docs/<study>.md)")
     parser.add_argument("overrides", nargs="*", help="the sweep's extra overrides, and logger.* settings")
     args = parser.parse_intermixed_args(argv)
     root = os.environ.get("SEQBENCH_ROOT", os.getcwd())
@@ -40,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = fetch_runs(tracker, [e.hash for e in expected], study["name"])
         result = write_report(study, expected, runs, tracker, out, choice)
     run_id = log_report(tracker, study, result)
+    if args.page and study.get("kind") != "decoding":
+        from seqbench.report.page import provenance, write_page
+
+        write_page(Path(args.page), out, provenance(study, runs, tracker))
     print((out / "report.md").read_text())
     print(f"report: {out / 'report.md'}  {out / 'report.html'}  (MLflow: artifacts report/ of the study's "
           f"parent run {run_id}, experiment {tracker.experiment!r})")

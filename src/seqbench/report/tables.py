@@ -18,10 +18,6 @@ from seqbench.report.statistics import fmt, fmt_p, fmt_signed, lookup, mean_or_n
 from seqbench.report.verdict import Verdict, decide
 from seqbench.study import Expected
 
-SECONDARY = {"lm": ["test/perplexity", "val/best_loss", "test/unk_rate", "sample/grammatical_rate", "test/agreement_acc"],
-             "classify": ["test/f1_macro", "val/accuracy"],
-             "adding": ["test/mse_ratio", "test/baseline_mse"],
-             "copy": ["test/loss", "test/baseline_loss", "test/baseline_recall_accuracy"]}
 #: cost columns; throughput is tokens/s for token-stream tasks, examples/s for the others
 COST = ["num_parameters", "train/tokens_per_s", "train/examples_per_s", "time_to_best_s", "wall_time_s"]
 #: how training ended (``converged`` only with early stopping)
@@ -44,8 +40,9 @@ def build_tables(expected: list[Expected], runs: pd.DataFrame, seeds: list) -> l
         labels = distinct_labels(items, lambda e, axes=axes: row_label(e.cfg, axes))
         label_of = lambda e, labels=labels: labels[e.hash]
         own = next((e for e in items if e.cfg.task.name == task), items[0])
-        primary, direction = get_class(own.cfg.task._target_).primary_metric  # the task says
-        metrics = [primary, *SECONDARY.get(task, [])]
+        task_class = get_class(own.cfg.task._target_)  # the task says what it ranks by and shows
+        primary, direction = task_class.primary_metric
+        metrics = [primary, *task_class.secondary_metrics]
         rows: dict[str, dict] = {}
         for e in items:
             row = rows.setdefault(label_of(e), {"runs": [], "expected": 0,
@@ -71,7 +68,7 @@ def build_tables(expected: list[Expected], runs: pd.DataFrame, seeds: list) -> l
         same = {m: c for m, c in same.items() if c is not None}
         metrics = [m for m in metrics if m not in same]
         table = {"task": task, "data": data, "primary": primary, "direction": direction, "values": values,
-                 "verdict": verdict}
+                 "verdict": verdict, "curve_metric": task_class.curve_metric}
         front = fronts(table)
         arrow = "↓" if direction == "min" else "↑"
         header = [" / ".join(axes), *[f"{m} ({arrow})" if m == primary else m for m in metrics],

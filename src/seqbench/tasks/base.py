@@ -47,6 +47,12 @@ class Task(pl.LightningModule):
     generates: bool = False
     #: the number a comparison ranks runs by, and whether lower ("min") or higher ("max") is better
     primary_metric: tuple[str, str] = ("test/loss", "min")
+    #: what a report shows beside the primary metric (a column each, where some run logged it)
+    secondary_metrics: tuple[str, ...] = ()
+    #: the validation metric whose curve a report draws per row
+    curve_metric: str = "val/loss"
+    #: what the run's closing summary shows beside the primary and secondary metrics
+    summary_metrics: tuple[str, ...] = ()
     #: validation metrics a run may select its checkpoint and stop early on (``selection=<name>``:
     #: ``val/<name>``), each with its direction
     selection_metrics: dict[str, str] = {"loss": "min"}
@@ -59,6 +65,14 @@ class Task(pl.LightningModule):
     trained_by_gradient: bool = True
     #: task keys that count things (batch sizes, lengths): each must be >= 1 when set
     positive_keys: tuple[str, ...] = ("batch_size", "eval_batch_size", "bptt", "max_length")
+
+    @classmethod
+    def summary_keys(cls) -> list[str]:
+        """The metrics of the closing summary, in order (each shown when the run logged it)."""
+        keys = ["train/loss_epoch", "val/loss", "test/loss", cls.primary_metric[0], *cls.secondary_metrics,
+                *cls.summary_metrics, "epochs_trained", "converged", "train/tokens_per_s", "train/examples_per_s",
+                "num_parameters"]
+        return list(dict.fromkeys(keys))
 
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:

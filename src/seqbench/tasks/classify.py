@@ -41,6 +41,8 @@ class Classifier(RecurrentTask):
     datamodule_class = ClassificationDataModule
     generates = False
     primary_metric = ("test/accuracy", "max")
+    secondary_metrics = ("test/f1_macro", "val/accuracy")
+    curve_metric = "val/accuracy"
     selection_metrics = {"loss": "min", "accuracy": "max", "f1_macro": "max"}
 
     def __init__(self, vocab_size: int, model: dict, embedding: dict, num_classes: int,

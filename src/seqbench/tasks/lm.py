@@ -83,6 +83,10 @@ class LanguageModel(HeldOutEvaluation, GradientProbe, RecurrentTask):
                               "tokens it predicts (bidirectional models belong to task=classify)")
     carried_state_because = "task=lm trains with truncated BPTT, carrying the state between windows"
     primary_metric = ("test/bits_per_char", "min")
+    secondary_metrics = ("test/perplexity", "val/best_loss", "test/unk_rate", "sample/grammatical_rate",
+                         "test/agreement_acc")
+    curve_metric = "val/bits_per_char"
+    summary_metrics = ("val/bits_per_char", "test/bits_per_byte", "sample/distinct_2", "sample/repetition_4")
 
     def __init__(self, vocab_size: int, model: dict, embedding: dict, head_dropout: float = 0.0,
                  unk_id: int | None = None, **task_options):

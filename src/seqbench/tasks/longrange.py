@@ -117,6 +117,7 @@ class AddingTask(LongRangeTask):
     embeddings_because = ("its inputs are real-valued (value, marker) pairs fed straight to the recurrent "
                           "stack; keep the default embedding")
     primary_metric = ("test/mse", "min")
+    secondary_metrics = ("test/mse_ratio", "test/baseline_mse")
     metric_names = ("mse", "baseline_mse")
     #: real-valued input channels per step: (value, marker)
     channels = 2
@@ -175,6 +176,7 @@ class CopyTask(LongRangeTask):
     datamodule_class = CopyDataModule
     generates = False
     primary_metric = ("test/recall_accuracy", "max")
+    secondary_metrics = ("test/loss", "test/baseline_loss", "test/baseline_recall_accuracy")
     selection_metrics = {"loss": "min", "recall_accuracy": "max"}
     metric_names = ("loss", "recall_accuracy")
     progress_keys = ("loss", "recall_accuracy")
@@ -224,7 +226,7 @@ class CopyTask(LongRangeTask):
 
 
 class CountTask(AddingTask):
-    """Counting ones as regression (seed 002's toy): read the bits x_t in {0, 1} one per step and
+    """Counting ones as regression (Roelants 2015, "How to implement a recurrent neural network, part 1"): read the bits x_t in {0, 1} one per step and
     predict their count y = sum_t x_t, MSE. ``readout: state`` predicts with the final state
     itself, y^ = s_T (one unit: with ``model=linear`` the model is exactly s_t = w_x x_t + w_rec s_{t-1},
     two parameters, optimum w_x = w_rec = 1); ``readout: linear`` puts the usual head on top.
