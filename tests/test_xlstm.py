@@ -406,3 +406,25 @@ def test_each_cell_trains_in_each_task(tmp_path, cell, task):
 
     result = run(compose_cfg([*TASKS[task], f"model={cell}", *LIMITS], root=tmp_path))
     assert math.isfinite(result["train/loss"]) and math.isfinite(result["test/loss"]), result
+
+
+@pytest.mark.parametrize("forget_gate", ["exp", "sigmoid"])
+@pytest.mark.parametrize("bidirectional, padded", [(False, False), (False, True), (True, True)])
+def test_slstm_hand_written_backward_equals_the_reference_under_autograd(forget_gate, bidirectional, padded):
+    """The fast path (SLSTMRecurrence: its own BPTT through the stabiliser and the normaliser)
+    against ``cell_step`` in a loop under autograd: outputs, final state and every gradient, in
+    float64, two layers, from a reachable state, with padded rows."""
+    stack = stack_of("slstm", num_layers=2, bidirectional=bidirectional, hidden_size=5, forget_gate=forget_gate)
+    x = torch.randn(5, 7, 3, dtype=DT, requires_grad=True)
+    h0, c0 = (s.clone().requires_grad_() for s in valid_state(stack, 5))
+    weights = torch.linspace(-1.0, 1.0, 3 * 5, dtype=DT)
+    results = {}
+    for fast in (True, False):
+        stack.fast = fast
+        for t in (x, h0, c0, *stack.parameters()):
+            t.grad = None
+        y, (h, c) = stack(x, (h0, c0), LENGTHS if padded else None)
+        (y.sum(-1).pow(2).sum() + h.pow(2).sum() + (c * weights).sum()).backward()  # every part of c: c, n and m
+        results[fast] = [y, h, c, x.grad, h0.grad, c0.grad, *(p.grad for p in stack.parameters())]
+    for got, want in zip(results[True], results[False]):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

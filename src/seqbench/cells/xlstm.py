@@ -44,7 +44,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seqbench.cells import register_scratch
-from seqbench.cells.scratch import ScratchStack, final_state, input_projection, padding_mask
+from torch.autograd.function import once_differentiable
+
+from seqbench.cells.scratch import (ScratchStack, all_grads, final_state, hidden_grad_step, input_projection,
+                                    new_buffer, padding_mask, rows, start_hidden_grad, steps)
 from seqbench.errors import ConfigError, choice_error
 
 FORGET_GATES = ("exp", "sigmoid")
@@ -61,6 +64,110 @@ def normalised(numerator: Tensor, dot: Tensor, m: Tensor) -> Tensor:
     floor = torch.exp(-m.clamp(min=0.0))                             # exp(-max(m, 0)) <= 1
     denominator = torch.maximum(dot.abs() * scale, floor).clamp_min(torch.finfo(dot.dtype).tiny)
     return numerator * (scale / denominator).unsqueeze(-1)
+
+
+class SLSTMRecurrence(torch.autograd.Function):
+    """One direction of the sLSTM (:class:`SLSTM`'s equations) with a hand-written BPTT.
+
+    With a_t = log f_t + m_{t-1} (-inf for an empty memory), m_t = max(a_t, i~_t) and
+    i' = exp(i~ - m), f' = exp(a - m), the backward of a step, given dh (w.r.t. h_t) and dc, dn, dm
+    (w.r.t. the carried c_t, n_t, m_t, from step t+1)::
+
+        do~ = dh c / n * o(1-o)           dc += dh o / n        dn -= dh h / n
+        df' = dc c_{t-1} + dn n_{t-1}     di' = dc z + dn       dz~ = dc i' (1-z^2)
+        dm_t += -(df' f' + di' i')                         (m_t enters i' and f')
+        da = df' f' + [a_t >= i~_t] dm_t  di~ = di' i' + [a_t < i~_t] dm_t     (the max's branch)
+        df~ = da (f = exp) | da (1 - sigma(f~)) (f = sigma: log f = log sigma(f~))
+        dc_{t-1} = dc f'   dn_{t-1} = dn f'   dm_{t-1} = da   dh_{t-1} = W_hh^T [di~, df~, dz~, do~] + dy_{t-1}
+
+    Like the LSTM's fast path the forward keeps the activations (i', f', z, o over the gate
+    buffer), the weight gradients are one matmul each over all steps, and a padded batch works
+    on the active rows ``[:n_t]``. Equal to the reference loop under autograd (tests, float64).
+    """
+
+    @staticmethod
+    def forward(ctx, sigmoid_forget: bool, batch_sizes, last, x, w_ih, w_hh, b_ih, b_hh, h0, c0):
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        ns = steps(T, B, batch_sizes)
+        padded = ns[-1] < B
+        G = input_projection(x, w_ih, b_ih + b_hh)              # (T, B, 4H): [i~ | f~ | z~ | o~]
+        Y, C, N, M = (new_buffer(G, (T, B, H), padded) for _ in range(4))
+        take = torch.zeros(T, B, H, dtype=torch.bool, device=x.device)   # a_t >= i~_t
+        SF = new_buffer(G, (T, B, H), padded) if sigmoid_forget else None   # sigma(f~)
+        w_hh_t = w_hh.t()
+        c0_, n0_, m0_ = c0.chunk(3, 1)
+        minus_inf = G.new_full((), -math.inf)
+        for t in range(T):
+            n = ns[t]
+            h_prev = h0[:n] if t == 0 else Y[t - 1, :n]
+            c_prev = c0_[:n] if t == 0 else C[t - 1, :n]
+            n_prev = n0_[:n] if t == 0 else N[t - 1, :n]
+            m_prev = m0_[:n] if t == 0 else M[t - 1, :n]
+            g = G[t, :n]
+            g.addmm_(h_prev, w_hh_t)
+            i_pre, f_pre, z_pre, o_pre = g.split(H, 1)
+            if sigmoid_forget:
+                torch.sigmoid(f_pre, out=SF[t, :n])
+                log_f = F.logsigmoid(f_pre)
+            else:
+                log_f = f_pre
+            a = torch.where(n_prev == 0, minus_inf, log_f + m_prev)   # an empty memory: -inf
+            m = torch.maximum(a, i_pre, out=M[t, :n])
+            torch.ge(a, i_pre, out=take[t, :n])
+            i_pre.sub_(m).exp_()                                     # i' = exp(i~ - m)
+            torch.exp(a.sub_(m), out=f_pre)                          # f' = exp(a - m)
+            z_pre.tanh_()
+            o_pre.sigmoid_()
+            c = torch.mul(f_pre, c_prev, out=C[t, :n]).addcmul_(i_pre, z_pre)
+            nt = torch.mul(f_pre, n_prev, out=N[t, :n]).add_(i_pre)
+            torch.mul(o_pre, c, out=Y[t, :n]).div_(nt)
+        ctx.sigmoid_forget, ctx.ns = sigmoid_forget, ns
+        ctx.save_for_backward(x, w_ih, w_hh, h0, c0, G, Y, C, N, take, *(() if SF is None else (SF,)))
+        cT = torch.cat([final_state(C, last), final_state(N, last), final_state(M, last)], 1)
+        return Y, final_state(Y, last), cT
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dY, dhT, dcT):
+        x, w_ih, w_hh, h0, c0, G, Y, C, N, take, *SF = ctx.saved_tensors
+        ns = ctx.ns
+        T, B, H = Y.shape
+        padded = ns[-1] < B
+        dG = new_buffer(G, G.shape, padded)
+        c0_, n0_, _ = c0.chunk(3, 1)
+        dh = start_hidden_grad(dhT, dY, ns)
+        dc, dn, dm = (d.clone() for d in dcT.chunk(3, 1))
+        for t in range(T - 1, -1, -1):
+            n = ns[t]
+            ip, fp, z, o = G[t, :n].split(H, 1)
+            h, c, nt = Y[t, :n], C[t, :n], N[t, :n]
+            c_prev = c0_[:n] if t == 0 else C[t - 1, :n]
+            n_prev = n0_[:n] if t == 0 else N[t - 1, :n]
+            dh_, dc_, dn_, dm_ = dh[:n], dc[:n], dn[:n], dm[:n]
+            d_i, d_f, d_z, d_o = dG[t, :n].split(H, 1)
+            inv_n = nt.reciprocal()
+            dh_n = dh_ * inv_n
+            torch.mul(dh_n, c, out=d_o).mul_(o).mul_(1 - o)              # do~
+            dc_.addcmul_(dh_n, o)
+            dn_.addcmul_(dh_n, h, value=-1.0)
+            g_f = (dc_ * c_prev).addcmul_(dn_, n_prev).mul_(fp)          # df' f'
+            g_i = torch.addcmul(dn_, dc_, z).mul_(ip)                    # di' i'
+            torch.mul(dc_, ip, out=d_z).mul_(1 - z * z)                  # dz~
+            dm_.sub_(g_f).sub_(g_i)
+            sel = take[t, :n]
+            d_a = torch.where(sel, g_f + dm_, g_f)
+            torch.where(sel, g_i, g_i + dm_, out=d_i)
+            if ctx.sigmoid_forget:
+                torch.mul(d_a, 1 - SF[0][t, :n], out=d_f)
+            else:
+                d_f.copy_(d_a)
+            dc_.mul_(fp)
+            dn_.mul_(fp)
+            dm_.copy_(d_a)
+            hidden_grad_step(dh, dY.unbind(0), dG[t, :n], w_hh, t, ns)
+        dx, dw_ih, dw_hh, db = all_grads(dG, x, w_ih, Y, h0, ctx.needs_input_grad[3])
+        return None, None, None, dx, dw_ih, dw_hh, db, db, dh, torch.cat([dc, dn, dm], 1)
 
 
 @register_scratch("slstm")
@@ -86,7 +193,8 @@ class SLSTM(ScratchStack):
     (4H,)`` whose sum is the paper's b, gate order (i, f, z, o) = the reference's and torch's
     (i, f, g, o): 4H (in + H + 2), the same names and shapes as ``nn.LSTM`` (``copy_weights``
     loads one). All ~ U(-1/sqrt(H), 1/sqrt(H)). State: h and c = [c | n | m] (module docstring).
-    Runs step by step (the reference loop under autograd).
+    The fast path is :class:`SLSTMRecurrence` (hand-written BPTT); ``fast = False`` runs the
+    reference loop of ``cell_step`` under autograd.
     """
 
     gates = ("i", "f", "z", "o")
@@ -118,6 +226,9 @@ class SLSTM(ScratchStack):
         n = f * n + i
         h = o * c / n
         return (h, torch.cat([c, n, m], 1)), {"i": i, "f": f, "z": z, "o": o, "c": c, "n": n, "m": m, "h": h}
+
+    def recurrence(self, x, params, h0, c0, batch_sizes, last):
+        return SLSTMRecurrence.apply(self.forget_gate == "sigmoid", batch_sizes, last, x, *params, h0, c0)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", forget_gate={self.forget_gate!r}"
