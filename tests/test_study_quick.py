@@ -37,7 +37,7 @@ def test_cells_quick_sweeps_and_reports_end_to_end(tmp_path):
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     # every tuning candidate and every compared seed is one FINISHED child run with its time to best
-    stages = {r.data.tags["stage"] for r in children}
+    stages = {r.data.params["stage"] for r in children}
     assert stages == {"tune", "compare"} and all(r.info.status == "FINISHED" for r in children)
     assert all(0 < r.data.metrics["time_to_best_s"] <= r.data.metrics["wall_time_s"] for r in children)
 

@@ -239,6 +239,8 @@ def expected_runs(study: dict, root: str, extra: list[str] = (), stage: str = "c
 
     out = []
     conf = conf_fingerprint(CONF_DIR)
+    # hydra.* (the launcher's settings) are not in a job's config: checked by the sweep's check_launcher
+    extra = [o for o in extra if not o.lstrip("+~").startswith("hydra")]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for i, s in enumerate(sweeps(study, stage, chosen)):
             grid, sweep = s.grid, [*s.overrides, *extra]
