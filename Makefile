@@ -7,7 +7,7 @@ PORT ?= 5000
 STUDY ?= cells
 export SEQBENCH_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help install run test ui bench sweep report reproduce tune clean cluster-up cluster-down
+.PHONY: help install run test test-fast ui bench sweep report reproduce tune clean cluster-up cluster-down
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,6 +29,9 @@ run: install  ## the default job: char-LM on the synthetic corpus, tracked in ML
 
 test: install  ## the whole test suite (offline, ~15 min on 2 cores)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install  ## the suite without the end-to-end runs marked slow: the edit loop
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ui: install  ## MLflow UI over the project's store (or $$MLFLOW_TRACKING_URI) on 127.0.0.1:$(PORT)
 	@echo "experiments (seqbench = single runs, seqbench/<study> = a study): http://127.0.0.1:$(PORT)/#/experiments"

@@ -40,7 +40,9 @@ def decoding_report(study: dict, tracker, out_dir: Path) -> dict:
     runs = mlflow.search_runs([tracker.experiment_id], filter_string=(
         f"tags.study = '{study['name']}' and tags.task = 'decode'"))
     done = finished(runs)
-    md = [f"# seqbench report: {study['name']}", "", study.get("description", ""), "",
+    from seqbench.report.answer import smoke_banner
+
+    md = [f"# seqbench report: {study['name']}", "", *smoke_banner(study), study.get("description", ""), "",
           f"{len(done)} decoded models from study `{study['source_study']}`; "
           f"{len(runs) - len(done)} decode runs not finished.", ""]
     images = []
