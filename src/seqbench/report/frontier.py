@@ -69,8 +69,12 @@ def plot_frontier(table: dict, path: Path) -> bool:
         if len(line) > 1:
             ax.plot(*zip(*line), color="black", linewidth=0.8, linestyle="--", zorder=1, label="Pareto front")
             ax.legend(fontsize=7, loc="best")
-        ax.set_xscale("log")
-        ax.set_xlabel(COSTS[cost] + " (log)", fontsize=8)
+        xs = [mean_or_nan(table["values"][k].get(cost, [])) for k in rows]
+        xs = [x for x in xs if not np.isnan(x) and x > 0]
+        wide = bool(xs) and max(xs) > 3 * min(xs)        # a log axis only where the costs span a range
+        if wide:
+            ax.set_xscale("log")
+        ax.set_xlabel(COSTS[cost] + (" (log)" if wide else ""), fontsize=8)
         ax.set_ylabel(f"{primary} ({'lower' if table['direction'] == 'min' else 'higher'} is better)", fontsize=8)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{table['task']} / {table['data']}: quality against cost (bold: on the front)", fontsize=9)
