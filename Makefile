@@ -27,7 +27,7 @@ install: $(VENV)/.installed  ## create .venv and install seqbench with its test 
 run: install  ## the default job: char-LM on the synthetic corpus, tracked in MLflow (~2 min)
 	$(BIN)/python -m seqbench $(ARGS)
 
-test: install  ## the whole test suite (offline, ~15 min on 2 cores)
+test: install  ## the whole test suite (offline, ~21 min on 2 cores)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install  ## the suite without the end-to-end runs marked slow: the edit loop
