@@ -132,14 +132,14 @@ def test_a_finished_grid_is_not_launched_until_the_code_changes(tmp_path):
 
     # same code: every configuration is done, the grid is not launched, the study resumes in seconds
     out, _ = sweep(study, tmp_path, "v1")
-    assert "== resume: compare: 2/2 configurations already have a FINISHED run to reuse" in out
-    assert "== resume: compare: cells: skipped, all 2 configurations FINISHED" in out
-    assert "== resume: 2/2 configurations FINISHED, 0 failed, 0 missing" in out
+    assert "== resume: all 2 configurations FINISHED by this code" in out and "nothing to run" in out
     assert len(multiruns(tmp_path)) == 1 and len(job_runs(tmp_path)) == 2  # no job started, no run added
 
     # other code: its runs are not reused unless asked for ...
     out, _ = sweep(study, tmp_path, "v3", "reuse_other_code=true")
-    assert "cells: skipped" in out and len(multiruns(tmp_path)) == 1
+    assert "== resume: compare: 2/2 configurations already have a FINISHED run to reuse" in out
+    assert "== resume: compare: cells: skipped, all 2 configurations FINISHED" in out
+    assert "== resume: 2/2 configurations FINISHED, 0 failed, 0 missing" in out and len(multiruns(tmp_path)) == 1
     out, _ = sweep(study, tmp_path, "v2")
     assert "already have a FINISHED run" not in out and "cells: skipped" not in out
     assert out.count("skipped: FINISHED run") == 0

@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from seqbench.launch import run_multiruns
 from seqbench.study import check_base, expand, load_study, studies
 from seqbench.study import sweeps
-from seqbench.sweep import concurrent_multiruns, grid_commands, sweep_commands
+from seqbench.sweep import grid_commands, sweep_commands
 from seqbench.errors import ConfigError
 from seqbench.validate import CONF_DIR, validate
 
@@ -76,17 +76,9 @@ def test_study_files_and_commands():
     assert len(tune) == len(study["grids"])
     assert all("stage=tune" in c and "seed=100" in c and any(o.startswith("optimizer.lr=") and "," in o for o in c)
                for c in tune)
-    # several multiruns at once unless one holds more than a lane's share of the stage's work
-    assert [concurrent_multiruns("local", 2, [1.0] * n) for n in (1, 2, 3, 13)] == [1, 2, 2, 2]
-    assert concurrent_multiruns("local", 4, [1.0] * 3) == 3 and concurrent_multiruns("local", 4, [1.0] * 9) == 4
-    assert concurrent_multiruns("local", 2, [440.0, 96.0, 64.0]) == 1      # cells' comparison: SST-2 ~70 %
-    assert concurrent_multiruns("local", 2, [3.0, 1.0, 1.0, 1.0]) == 2     # exactly a lane's share: balanced
-    assert concurrent_multiruns("local", 4, [3.0, 1.0, 1.0, 1.0, 1.0]) == 1
-    assert concurrent_multiruns("slurm", 2, [1.0] * 13) == concurrent_multiruns("basic", 2, [1.0] * 13) == 1
-    # 2 at once on 2 jobs: one job each, each in its own sweep dir (they may start in the same second)
-    shared = sweep_commands(study, sweeps(study, "tune"), "local", jobs=2, lanes=2)
-    assert all("hydra.launcher.n_jobs=1" in c and "num_threads=1" in c for c in shared)
-    dirs = [next(o for o in c if o.startswith("hydra.sweep.dir=")) for c in shared]
+    # one multirun at a time with every job slot; each in its own sweep dir (two may start in the same second)
+    assert all("hydra.launcher.n_jobs=2" in c and "num_threads=1" in c for c in tune)
+    dirs = [next(o for o in c if o.startswith("hydra.sweep.dir=")) for c in tune]
     assert len(set(dirs)) == len(dirs) and dirs[0].endswith("_cells_0")
     assert "hydra/launcher=slurm" in grid_commands(study, "slurm")[0]
     assert "hydra/launcher=submitit_local" in grid_commands(study, "submitit_local")[0]
@@ -96,143 +88,101 @@ def test_study_files_and_commands():
         load_study("nope")
 
 
-def test_expected_work_from_earlier_runs_of_the_same_config_or_kind(tmp_path):
-    """A configuration's expected seconds: the median FINISHED run of its config hash, else of its
-    task, data and model (a FAILED run and other kinds do not count); job counts as soon as one
-    pending configuration has neither."""
-    from types import SimpleNamespace
-
-    from omegaconf import OmegaConf
-
-    from seqbench.sweep import expected_work
-    from seqbench.tracking import Tracker
-
-    tracker = Tracker(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="seqbench/t",
-                      artifact_location=str(tmp_path / "a"))
-
-    def run(seconds, status="FINISHED", **tags):
-        r = tracker.client.create_run(tracker.experiment_id, start_time=1_000_000, tags=tags)
-        tracker.client.set_terminated(r.info.run_id, status, end_time=1_000_000 + int(seconds * 1000))
-
-    def config(h, task="classify", data="sst2", model="lstm"):
-        cfg = OmegaConf.create({"task": {"name": task}, "data": {"name": data}, "model": {"name": model}})
-        return SimpleNamespace(hash=h, cfg=cfg)
-
-    kind = {"task": "classify", "data": "sst2", "model": "lstm"}
-    for seconds in (50.0, 60.0, 52.0):                   # tuning runs of the kind: median 52 s
-        run(seconds, config_hash="tuning", **kind)
-    run(500.0, "FAILED", **kind)
-    run(7.0, config_hash="copy-0", task="copy", data="copy", model="lstm")
-    run(9.0, config_hash="copy-0", task="copy", data="copy", model="lstm")
-    pending = [[config("new-a"), config("new-b")], [config("copy-0", "copy", "copy")]]
-    assert expected_work(pending, tracker) == ([104.0, 8.0], "s")
-    unknown = [*pending, [config("new-c", model="gru")]]
-    assert expected_work(unknown, tracker) == ([2.0, 1.0, 1.0], "jobs")
-    assert expected_work(pending, None) == ([2.0, 1.0], "jobs")
+SLEEPER = ("import sys, time; log = open(sys.argv[1], 'a'); log.write(f'start {sys.argv[2]} {time.time()}\\n'); "
+           "log.flush(); time.sleep(float(sys.argv[3])); log.write(f'end {sys.argv[2]} {time.time()}\\n')")
 
 
-def test_multiruns_run_up_to_lanes_at_once_in_order(tmp_path):
-    """Each command starts when a lane is free, in the given order, and every one runs."""
-    log = tmp_path / "log"
-    code = ("import sys, time; log = open(sys.argv[1], 'a'); log.write(f'start {sys.argv[2]} {time.time()}\\n'); "
-            "log.flush(); time.sleep(float(sys.argv[3])); log.write(f'end {sys.argv[2]} {time.time()}\\n')")
-    durations = {"a": 3.0, "b": 0.3, "c": 0.3, "d": 0.3}
-    announced = []
-    commands = [[sys.executable, "-c", code, str(log), name, str(d)] for name, d in durations.items()]
-    assert run_multiruns(commands, lanes=2, announce=announced.append) is None
-    assert announced == [0, 1, 2, 3]
-    events = sorted((float(t), kind, name) for kind, name, t in (line.split() for line in log.read_text().splitlines()))
-    assert {name for _, kind, name in events if kind == "end"} == set(durations)
-    in_flight = peak = 0
-    for _, kind, _ in events:
-        in_flight += 1 if kind == "start" else -1
-        peak = max(peak, in_flight)
-    assert peak == 2  # never more than the lanes, and b, c, d ran beside the long a
-    start = {name: t for t, kind, name in events if kind == "start"}
-    end = {name: t for t, kind, name in events if kind == "end"}
-    assert start["c"] > end["b"] and start["d"] > end["c"] and start["d"] < end["a"]
+def sleeper(log: Path, name: str, seconds: float) -> list[str]:
+    """A command line that logs its start and end to ``log``."""
+    return [sys.executable, "-c", SLEEPER, str(log), name, str(seconds)]
 
 
-def test_a_multirun_that_waits_for_another_starts_when_that_one_ends_not_when_all_do(tmp_path):
-    """``then(i)`` queues the multiruns that waited for the i-th as soon as it has exited (a tuned
-    grid's comparison after its own tuning), while the others still run; with ``work``, the
-    largest pending one starts first."""
-    log = tmp_path / "log"
-    code = ("import sys, time; log = open(sys.argv[1], 'a'); log.write(f'start {sys.argv[2]} {time.time()}\\n'); "
-            "log.flush(); time.sleep(float(sys.argv[3])); log.write(f'end {sys.argv[2]} {time.time()}\\n')")
+def timeline(log: Path) -> tuple[dict[str, float], dict[str, float]]:
+    events = [line.split() for line in log.read_text().splitlines()]
+    return ({name: float(t) for kind, name, t in events if kind == "start"},
+            {name: float(t) for kind, name, t in events if kind == "end"})
 
-    def command(name: str, seconds: float) -> list[str]:
-        return [sys.executable, "-c", code, str(log), name, str(seconds)]
 
-    announced, asked = [], []
+def test_multiruns_run_one_at_a_time_in_order_and_follow_ups_join_the_queue(tmp_path):
+    """Each command starts when the one before it has ended, in order; ``then(i)`` queues the
+    multiruns that waited for the i-th (a tuned grid's comparison after its own tuning) at the end
+    of the queue as soon as it has exited."""
+    log, announced, asked = tmp_path / "log", [], []
 
     def then(i: int):
         asked.append(i)
-        return [(command("b2", 0.3), 1.0), (command("b3", 0.3), 9.0)] if i == 1 else []
+        return [sleeper(log, "b2", 0.1), sleeper(log, "b3", 0.1)] if i == 1 else []
 
-    # a: long, untuned; b: a tuning multirun that unlocks b2, b3; small: queued before b's unlocks
-    commands = [command("a", 4.0), command("b", 0.5), command("small", 0.3)]
-    assert run_multiruns(commands, lanes=2, announce=announced.append, work=[10.0, 5.0, 2.0], then=then) is None
-    events = sorted((float(t), kind, name) for kind, name, t in (line.split() for line in log.read_text().splitlines()))
-    start = {name: t for t, kind, name in events if kind == "start"}
-    end = {name: t for t, kind, name in events if kind == "end"}
-    assert set(end) == {"a", "b", "small", "b2", "b3"} and sorted(asked) == [0, 1, 2, 3, 4]
-    assert start["b3"] > end["b"] and start["b2"] > end["b"]   # they waited for b ...
-    assert start["b3"] < end["a"]                              # ... and for nothing else
-    assert announced == [0, 1, 4, 2, 3]  # by work: b3 (9) before small (2) before b2 (1)
+    commands = [sleeper(log, "a", 0.5), sleeper(log, "b", 0.2), sleeper(log, "c", 0.1)]
+    assert run_multiruns(commands, announce=announced.append, then=then) is None
+    start, end = timeline(log)
+    assert announced == [0, 1, 2, 3, 4] and asked == [0, 1, 2, 3, 4]
+    order = sorted(start, key=start.get)
+    assert order == ["a", "b", "c", "b2", "b3"]
+    assert all(start[later] >= end[earlier] for earlier, later in zip(order, order[1:]))  # never two at once
 
 
-def test_a_failing_follow_up_starts_nothing_more_and_raises_once_those_in_flight_have_ended(tmp_path, capsys):
+def test_a_failing_follow_up_starts_nothing_more_and_raises_once_the_one_in_flight_has_ended(tmp_path, capsys):
     """When ``then`` raises (choosing a tuned grid's settings failed: e.g. MLflow unreadable), no
-    other multirun starts, the ones in flight run to their end (their runs are recorded), and only
-    then does the error reach the driver: it never exits leaving multiruns behind."""
+    other multirun starts and the error reaches the driver: it never leaves a multirun behind."""
     log = tmp_path / "log"
-    code = ("import sys, time; log = open(sys.argv[1], 'a'); log.write(f'start {sys.argv[2]} {time.time()}\\n'); "
-            "log.flush(); time.sleep(float(sys.argv[3])); log.write(f'end {sys.argv[2]} {time.time()}\\n')")
-
-    def command(name: str, seconds: float) -> list[str]:
-        return [sys.executable, "-c", code, str(log), name, str(seconds)]
 
     def then(i: int):
         if i == 1:
             raise RuntimeError("the tuning runs could not be read")
-        return [(command("unlocked", 0.1), 1.0)]
+        return [sleeper(log, "unlocked", 0.1)]
 
-    commands = [command("long", 2.0), command("tuning", 0.3), command("queued", 0.1)]
+    commands = [sleeper(log, "first", 0.2), sleeper(log, "tuning", 0.2), sleeper(log, "queued", 0.1)]
     with pytest.raises(RuntimeError, match="the tuning runs could not be read"):
-        run_multiruns(commands, lanes=2, then=then)
-    raised = time.time()
-    events = [line.split() for line in log.read_text().splitlines()]
-    assert sorted(name for kind, name, _ in events if kind == "start") == ["long", "tuning"]   # nothing more
-    (end_long,) = [float(t) for kind, name, t in events if (kind, name) == ("end", "long")]
-    assert end_long <= raised                                   # it waited for the one in flight
-    assert "starting no more multiruns, waiting for the 1 in flight to end" in capsys.readouterr().err
+        run_multiruns(commands, then=then)
+    start, end = timeline(log)
+    assert sorted(start) == ["first", "tuning"] and set(end) == set(start)  # nothing after the failure
+    assert "RuntimeError: the tuning runs could not be read; starting no more multiruns" in capsys.readouterr().err
 
 
-def test_a_seqbench_multirun_forks_from_the_preloaded_server_as_a_subprocess_would_run(tmp_path, monkeypatch):
-    """``python -m seqbench`` command lines start as forks of the sweep's forkserver (its imports
-    done once), yet in the starter's working directory, environment and standard output, as a
-    subprocess would; with the exit code of the command."""
-    from seqbench.launch import ForkedSeqbench, start
+def test_a_signal_is_passed_to_the_multirun_in_flight_and_nothing_more_starts(tmp_path):
+    """SIGTERM to the driver reaches the running multirun (which records its runs KILLED) and
+    stops the queue; the driver returns the signal."""
+    log = tmp_path / "log"
+    commands = [sleeper(log, "long", 30.0), sleeper(log, "next", 0.1)]
+    timer = __import__("threading").Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    began = time.time()
+    assert run_multiruns(commands) == signal.SIGTERM
+    start, end = timeline(log)
+    assert list(start) == ["long"] and not end and time.time() - began < 10
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SEQBENCH_ROOT", str(tmp_path))
-    log = open(tmp_path / "out.log", "w")
-    saved = os.dup(1)
-    os.dup2(log.fileno(), 1)
-    try:
-        ok = start([sys.executable, "-m", "seqbench", "task=lm", "data.num_train=40", "trainer.max_epochs=1",
-                    "logger=none", "trainer.enable_progress_bar=false"])
-        bad = start([sys.executable, "-m", "seqbench", "model=nope"])
-        while ok.poll() is None or bad.poll() is None:
-            time.sleep(0.1)
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        log.close()
-    assert isinstance(ok, ForkedSeqbench) and (ok.poll(), bad.poll()) == (0, 2)
-    assert "test/bits_per_byte" in (tmp_path / "out.log").read_text()       # its table, in our stdout
-    assert list((tmp_path / "outputs" / "runs").iterdir())                 # under our cwd and root
+
+def test_a_finished_study_resumes_without_composing_and_only_while_its_runs_are_there(tmp_path):
+    """A study whose every configuration FINISHED records its fingerprint and config hashes on its
+    parent: the same command again stops after one search ("nothing to run", no new run); once a
+    run is deleted, or under other code, it checks every configuration and reruns what is missing."""
+    study = tmp_path / "done.yaml"
+    study.write_text(yaml.safe_dump({"name": "done", "seeds": [0], "common": TINY_COMMON,
+                                     "grids": [{"name": "cells", "overrides": ["model=rnn,gru"]}]}))
+    p = seqbench("seqbench.sweep", str(study), "--jobs", "2", root=tmp_path)
+    assert p.returncode == 0 and "2/2 configurations FINISHED" in p.stdout, p.stderr[-3000:]
+    client, parent = parent_run(tmp_path, "done")
+    assert parent.data.tags["seqbench.study_fingerprint"] and "configurations.json" in {
+        a.path for a in client.list_artifacts(parent.info.run_id)}
+    p = seqbench("seqbench.sweep", str(study), "--jobs", "2", root=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.strip() == (f"== done: all 2 configurations FINISHED by this code (parent run {parent.info.run_id}), "
+                                f"nothing to run; report: make report STUDY=done")
+    assert len(runs(tmp_path, "done")[1]) == 2
+    gone = runs(tmp_path, "done")[1][0]
+    client.delete_run(gone.info.run_id)
+    p = seqbench("seqbench.sweep", str(study), "--jobs", "2", root=tmp_path)
+    assert p.returncode == 0 and "nothing to run" not in p.stdout and p.stdout.count("skipped: FINISHED run") == 1
+    assert sorted(r.data.tags["model"] for r in runs(tmp_path, "done")[1]) == ["gru", "rnn"]
+    check = ("from seqbench.resume import finished_before, fingerprint; from seqbench.study import load_study; "
+             f"s = load_study({str(study)!r}); "
+             f"print(finished_before({str(tmp_path)!r}, 'done', fingerprint(s, 'local', 2, [], {str(tmp_path)!r})))")
+    for code, expected in (("", f"('{parent.info.run_id}', 2)"), ("other-code", "None")):  # other code: check all
+        env = {**os.environ, "SEQBENCH_ROOT": str(tmp_path), "SEQBENCH_CODE_VERSION": code}
+        done = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.stdout.strip() == expected, done.stderr[-2000:]
 
 
 def test_sweep_is_fault_tolerant_resumable_and_reported(tmp_path):
@@ -387,8 +337,8 @@ def test_runs_left_running_after_an_interrupted_multirun_are_closed_killed(tmp_p
 
 
 def test_interrupted_sweep_records_killed_runs_and_stops(tmp_path):
-    """Ctrl-C (SIGINT to the process group) during a sweep: the jobs in flight (one in each of the
-    two multiruns running at once on 2 jobs) end KILLED with the signal as reason, the rest of their
+    """Ctrl-C (SIGINT to the process group) during a sweep: the jobs in flight (the first
+    multirun's two, on 2 jobs) end KILLED with the signal as reason, the rest of their
     grids and the next grids are not started, and the sweep exits 128 + SIGINT."""
     from test_run import running_runs, wait_for
 
@@ -412,10 +362,10 @@ def test_interrupted_sweep_records_killed_runs_and_stops(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
-    assert "stopped by signal 2" in err and "== long: compare: 5 multiruns, 2 at a time" in out
+    assert "stopped by signal 2" in err and "== long: compare: 5 multiruns, one at a time" in out
     _, killed = runs(tmp_path, "long")
     assert parent_run(tmp_path, "long")[1].info.status == "KILLED"
-    assert sorted(r.data.tags["model"] for r in killed) == ["lstm", "rnn"]  # no gru, no cifg: never started
+    assert sorted(r.data.tags["model"] for r in killed) == ["gru", "rnn"]  # no lstm, no cifg: never started
     for r in killed:
         assert r.info.status == "KILLED"
         assert "terminated by signal 2 (SIGINT)" in r.data.tags["failure_reason"]

@@ -166,7 +166,8 @@ def run(cfg: DictConfig) -> dict:
         metrics = scalars(trainer.callback_metrics)  # last epoch's train/val metrics
         metrics["epochs_trained"] = trainer.current_epoch
         if stopper is not None:  # converged: validation stopped improving before the budget ran out
-            metrics["converged"] = float(stopper.stopped_epoch > 0)
+            # (patience exhausted, also when validation runs several times an epoch: val_check_interval)
+            metrics["converged"] = float(stopper.wait_count >= stopper.patience)
         best = checkpoint.best_model_path or None
         trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
         metrics.update(scalars(trainer.callback_metrics))

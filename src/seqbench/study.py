@@ -19,7 +19,6 @@ report always agree on them.
 
 from __future__ import annotations
 
-import copy
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,7 +237,6 @@ def expected_runs(study: dict, root: str, extra: list[str] = (), stage: str = "c
     from seqbench.validate import CONF_DIR, check_keys, check_overrides
 
     out = []
-    conf = conf_fingerprint(CONF_DIR)
     # hydra.* (the launcher's settings) are not in a job's config: checked by the sweep's check_launcher
     extra = [o for o in extra if not o.lstrip("+~").startswith("hydra")]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -247,53 +245,16 @@ def expected_runs(study: dict, root: str, extra: list[str] = (), stage: str = "c
             check_base(grid, sweep, root)
             for point in expand(sweep):
                 check_overrides(point)
-                overrides = (f"paths.root={root}", *point, f"study={study['name']}")
-                if (cfg := _composed.get((conf, overrides))) is None and (cfg := at_other_seed(conf, overrides)):
-                    _composed[(conf, overrides)] = cfg
-                if cfg is None:
+                try:
+                    cfg = compose("config", overrides=[f"paths.root={root}", *point, f"study={study['name']}"])
+                except Exception as e:  # Hydra's composition error (unknown key, bad type): one line
                     try:
-                        cfg = compose("config", overrides=list(overrides))
-                    except Exception as e:  # Hydra's composition error (unknown key, bad type): one line
-                        try:
-                            check_keys(point)
-                        except ConfigError as unknown:
-                            e = unknown
-                        raise ConfigError(f"grid '{grid.get('name', '')}': {str(e).splitlines()[0]}") from None
-                    _composed[(conf, overrides)] = cfg
-                out.append(Expected(point, copy.deepcopy(cfg), grid, i))
+                        check_keys(point)
+                    except ConfigError as unknown:
+                        e = unknown
+                    raise ConfigError(f"grid '{grid.get('name', '')}': {str(e).splitlines()[0]}") from None
+                out.append(Expected(point, cfg, grid, i))
     return out
-
-
-#: (conf_fingerprint, overrides) -> the config Hydra composed: a sweep expands a study up to four
-#: times (checks before the tune and the compare stage, the choice after tuning), and a compose
-#: costs ~70 ms against ~2 ms for a copy (the modern study: 200 configurations, ~14 s a time)
-_composed: dict[tuple, DictConfig] = {}
-
-
-def at_other_seed(conf: tuple, overrides: tuple[str, ...]) -> DictConfig | None:
-    """The config of ``overrides``, from one composed (:data:`_composed`) for the same overrides at
-    another seed, with this seed set: Hydra composes nothing from ``seed`` (a plain value, which
-    ``data.seed`` and the like read through interpolations), so that is the config it would compose.
-    A study's grid point at its 3 seeds is then composed once. None when there is no such config."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    seeds = [k for k, o in enumerate(overrides) if o.startswith("seed=")]
-    if len(seeds) != 1:
-        return None
-    k = seeds[0]
-    for (fingerprint, other), cfg in _composed.items():
-        if (fingerprint == conf and len(other) == len(overrides) and other[k].startswith("seed=")
-                and other[:k] == overrides[:k] and other[k + 1:] == overrides[k + 1:]):
-            cfg = copy.deepcopy(cfg)
-            cfg.seed = OverridesParser.create().parse_override(overrides[k]).value()
-            return cfg
-    return None
-
-
-def conf_fingerprint(conf_dir: Path) -> tuple:
-    """Every config file under ``conf_dir`` with its size and modification time: a composed
-    config is reused only while the files it came from are unchanged."""
-    return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(Path(conf_dir).rglob("*.yaml")))
 
 
 def check_base(grid: dict, sweep: list[str], root: str) -> None:

@@ -2,13 +2,11 @@
 
 A study is a list of grids (Hydra multirun sweeps) with shared overrides and seeds. Each grid runs
 as ``python -m seqbench -m <grid> seed=<seeds> <common> study=<name> skip_finished=true`` with a
-Hydra launcher (``local``: joblib processes, and a stage's multiruns several at once, one job each,
-so that no core idles while a grid starts up or finishes its last job, unless one of them holds more
-than its share of the expected work, known from earlier runs in MLflow; ``slurm``: submitit;
-``submitit_local``: submitit's local executor, the SLURM code path without a cluster; ``basic``:
-one after another). A study with tuned grids (``tune:``) runs its tuning multiruns and the
-comparison of the grids that tune nothing together; each tuned grid's comparison, at the settings
-chosen from its tuning runs, joins the queue as soon as that grid's tuning multirun has ended (Hydra's
+Hydra launcher (``local``: joblib processes, one per core; ``slurm``: submitit; ``submitit_local``:
+submitit's local executor, the SLURM code path without a cluster; ``basic``: one after another),
+one multirun at a time. A study with tuned grids (``tune:``) queues its tuning multiruns and the
+comparison of the grids that tune nothing; each tuned grid's comparison, at the settings chosen
+from its tuning runs, joins the queue as soon as that grid's tuning multirun has ended (Hydra's
 submitit launcher returns when its jobs have ended, so on SLURM too). The study is one
 place in MLflow: its own experiment (``seqbench/<study>``) with one parent run, the jobs nested
 under it, and the report logged on it.
@@ -23,11 +21,12 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from seqbench.errors import SeqbenchError, choice_error
-from seqbench.launch import run_multiruns, start_forkserver
+from seqbench.launch import run_multiruns
+from seqbench.resume import finished_before, fingerprint, record_finished
 from seqbench.study import (Sweep, expand, expected_runs, load_study, point_key, resolve, studies, study_tracker,
                             sweeps)
 
@@ -48,50 +47,12 @@ class Multirun:
     pending: list = field(default_factory=list)  #: the configurations without a reusable FINISHED run
 
 
-def concurrent_multiruns(launcher: str, jobs: int | None, work: Sequence[float]) -> int:
-    """How many of a stage's multiruns run at once, given each one's expected work (seconds, or
-    job counts when no durations are known).
-
-    With the local launcher: ``min(jobs, multiruns)`` lanes, each multirun running its jobs one
-    after another in its own process, the largest first, so that one grid's start-up and its last,
-    lone job overlap another grid's jobs instead of leaving cores idle; unless one multirun holds
-    more than a lane's share of the stage's work: that lane would still be running it alone, on one
-    job, while the others idle (the ``cells`` study's comparison: 8 SST-2 runs of ~55 s are 29 % of
-    its jobs but ~70 % of its work), so then one multirun at a time with all the jobs. One for the
-    other launchers (SLURM queues every job at once; submitit_local starts a multirun's jobs together).
-    Measured on three stage shapes by ``benchmarks/bench_sweep.py`` (docs/sweeps.md)."""
-    jobs = jobs or os.cpu_count() or 1
-    lanes = min(jobs, len(work))
-    if launcher != "local" or lanes < 2:
-        return 1
-    return lanes if max(work) * lanes <= sum(work) else 1
-
-
-def expected_work(pending: Sequence[Sequence], tracker) -> tuple[list[float], str]:
-    """Each multirun's expected work: the sum of its pending configurations' expected seconds (the
-    median FINISHED run of the same config hash in the study's experiment, else of the same task,
-    data and model: e.g. the tuning runs before a comparison), or, when any configuration has
-    neither, its job count. Returns the work and what it is measured in ("s" or "jobs")."""
-    from statistics import median
-
-    from seqbench.tracking import config_kind
-
-    by_hash, by_kind = tracker.finished_durations() if tracker is not None else ({}, {})
-    work = []
-    for configurations in pending:
-        seconds = [by_hash.get(e.hash) or by_kind.get(config_kind(e.cfg)) for e in configurations]
-        if not all(seconds):
-            return [float(len(c)) for c in pending], "jobs"
-        work.append(sum(median(s) for s in seconds))
-    return work, "s"
-
-
 def sweep_commands(study: dict, stage_sweeps: list, launcher: str = "local", jobs: int | None = None,
-                   extra: list[str] = (), lanes: int = 1, first: int = 0) -> list[list[str]]:
-    """The multirun command line of each sweep of a stage (:func:`seqbench.study.sweeps`), for
-    ``lanes`` multiruns at once (:func:`concurrent_multiruns`): the local launcher's ``jobs``
-    parallel jobs are shared among them, ``num_threads`` so that jobs x threads <= cores.
-    ``first``: the number of the first one (each has its own sweep directory)."""
+                   extra: list[str] = (), first: int = 0) -> list[list[str]]:
+    """The multirun command line of each sweep of a stage (:func:`seqbench.study.sweeps`), run one
+    at a time: the local launcher runs ``jobs`` (default: every core) jobs in parallel, with
+    ``num_threads`` so that jobs x threads <= cores. ``first``: the number of the first one (each
+    has its own sweep directory)."""
     if launcher not in LAUNCHERS:
         raise choice_error("launcher", launcher, LAUNCHERS)
     cores = os.cpu_count() or 1
@@ -101,7 +62,7 @@ def sweep_commands(study: dict, stage_sweeps: list, launcher: str = "local", job
         cmd = [sys.executable, "-m", "seqbench", "-m", *s.overrides, f"study={study['name']}", "skip_finished=true"]
         if launcher == "local":
             # conf/config.yaml's sweep dir made distinct: multiruns started in the same second would share it
-            cmd += ["hydra/launcher=local", f"hydra.launcher.n_jobs={max(1, jobs // lanes)}",
+            cmd += ["hydra/launcher=local", f"hydra.launcher.n_jobs={jobs}",
                     f"num_threads={max(1, cores // jobs)}",
                     f"hydra.sweep.dir=${{paths.output_dir}}/multirun/${{now:%Y-%m-%d}}/${{now:%H-%M-%S}}_{study['name']}_{k}"]
         elif launcher == "slurm":
@@ -276,12 +237,10 @@ def label(s) -> str:
 
 def run_stage(study: dict, stage: str, multiruns: list[Multirun], command_of, tracker, parent,
               launcher: str = "local", jobs: int | None = None) -> int | None:
-    """Launch a stage's multiruns, skipping those whose every configuration already has a reusable
-    FINISHED run (not even a process is started); with the local launcher several at once
-    (:func:`concurrent_multiruns`, from :func:`expected_work`), the largest first, so that the last
-    to end is a small one. A multirun's ``unlocks()`` join the queue when it has ended (at once
-    when it is skipped).
-    ``command_of(sweeps, lanes, first)`` gives their command lines. Returns the signal that
+    """Launch a stage's multiruns one after another, skipping those whose every configuration
+    already has a reusable FINISHED run (not even a process is started). A multirun's ``unlocks()``
+    join the queue when it has ended (at once when it is skipped).
+    ``command_of(sweeps, first)`` gives their command lines. Returns the signal that
     stopped it, else None. Jobs that ran on this machine (not SLURM, whose jobs outlive the
     multirun) have all ended when it returns, so runs a signal left RUNNING are closed KILLED."""
     def to_run(candidates: list[Multirun]) -> list[Multirun]:
@@ -304,35 +263,27 @@ def run_stage(study: dict, stage: str, multiruns: list[Multirun], command_of, tr
         return out
 
     todo = to_run(multiruns)
-    pending = [m.pending for m in todo]
-    work, unit = expected_work(pending, tracker) if launcher == "local" else ([1.0] * len(todo), "jobs")
-    lanes = concurrent_multiruns(launcher, jobs, work)
     waiting = sum(m.unlocks is not None for m in todo)
-    if len(todo) + waiting > 1 and launcher == "local":
-        print(f"== {study['name']}: {stage}: {len(todo)} multiruns, "
-              f"{f'{lanes} at a time' if lanes > 1 else 'one at a time'}: the largest holds "
-              f"{max(work) / (sum(work) or 1):.0%} of the expected work ({sum(work):,.0f} {unit})"
-              + ("; each tuned grid's comparison joins when its tuning multirun has ended" if waiting else ""),
+    if len(todo) + waiting > 1:
+        print(f"== {study['name']}: {stage}: {len(todo)} multiruns, one at a time"
+              + ("; each tuned grid's comparison joins the queue when its tuning multirun has ended" if waiting else ""),
               flush=True)
-    commands = command_of([m.sweep for m in todo], lanes, 0)
+    commands = command_of([m.sweep for m in todo], 0)
 
-    def then(i: int) -> list[tuple[list[str], float]]:
+    def then(i: int) -> list[list[str]]:
         if todo[i].unlocks is None:
             return []
         new = to_run(todo[i].unlocks())
-        sizes, new_unit = expected_work([m.pending for m in new], tracker)
-        if new_unit != unit:  # the queue's work is in job counts: so is theirs
-            sizes = [float(len(m.pending)) for m in new]
-        commands_ = command_of([m.sweep for m in new], lanes, len(todo))
+        commands_ = command_of([m.sweep for m in new], len(todo))
         todo.extend(new)
-        return list(zip(commands_, sizes))
+        return commands_
 
     started_ms = int(time.time() * 1000)
     # a failing job is recorded FAILED by the job itself; the multirun goes on
     def announce(i: int) -> None:
         print(f"== {study['name']}: {todo[i].sweep.stage}: {label(todo[i].sweep)}", flush=True)
 
-    signum = run_multiruns(commands, lanes, announce, work if lanes > 1 else None, then)
+    signum = run_multiruns(commands, announce, then)
     if signum is not None:
         if tracker is not None and launcher != "slurm":
             close_orphans(tracker, parent, started_ms, signum)
@@ -377,7 +328,12 @@ def run_study(study: dict, launcher: str = "local", jobs: int | None = None, ove
         if dry_run:
             print("\n".join(dry_run_lines(study, tune_sweeps, compare_sweeps, launcher, jobs, overrides)))
             return 0
-        start_forkserver()  # its imports on another core, while the checks run here
+        study_key = fingerprint(study, launcher, jobs, overrides, root)
+        if (done := finished_before(root, study["name"], study_key, tracking)) is not None:
+            parent, count = done
+            print(f"== {study['name']}: all {count} configurations FINISHED by this code (parent run {parent}), "
+                  f"nothing to run; report: make report STUDY={study['name']}")
+            return 0
         check_launcher(launcher, extra)
         tuned = preflight(study, root, extra, stage="tune")
         expected = preflight(study, root, extra)
@@ -391,8 +347,8 @@ def run_study(study: dict, launcher: str = "local", jobs: int | None = None, ove
         return 2
     nested = [f"logger.parent_run_id={parent}"] if parent is not None else []  # jobs nest under the parent
 
-    def command_of(stage_sweeps: list, lanes: int, first: int) -> list[list[str]]:
-        return [[*c, *nested] for c in sweep_commands(study, stage_sweeps, launcher, jobs, overrides, lanes, first)]
+    def command_of(stage_sweeps: list, first: int) -> list[list[str]]:
+        return [[*c, *nested] for c in sweep_commands(study, stage_sweeps, launcher, jobs, overrides, first)]
 
     def comparison_of(grid: dict) -> Callable[[], list[Multirun]]:
         """The tuned ``grid``'s comparison multiruns, at each point's setting chosen on its tuning runs."""
@@ -430,6 +386,8 @@ def run_study(study: dict, launcher: str = "local", jobs: int | None = None, ove
         _, expected, _ = resolve(study, root, tracker, extra)
     # exit 1 only when a configuration left no record at all; FAILED runs are results, listed here
     counts = summarize(study, tuned + expected, tracker)
+    if counts["finished"] == counts["expected"]:  # a later sweep of the same study resumes in seconds
+        record_finished(tracker, parent, study_key, [e.hash for e in tuned + expected])
     close_study_run(tracker, parent, "FAILED" if counts["missing"] else "FINISHED", counts)
     return 1 if counts["missing"] else 0
 
@@ -464,12 +422,11 @@ def dry_run_lines(study: dict, tune_sweeps: list, compare_sweeps: list, launcher
     comparison, then the tuned grids' comparison (at the first candidates until tuning has run)."""
     now = [*tune_sweeps, *(s for s in compare_sweeps if not s.grid.get("tune"))]
     later = [s for s in compare_sweeps if s.grid.get("tune")]
-    lanes = concurrent_multiruns(launcher, jobs, [len(expand(s.overrides)) for s in now])
-    lines = [" ".join(c[1:]) for c in sweep_commands(study, now, launcher, jobs, overrides, lanes)]
+    lines = [" ".join(c[1:]) for c in sweep_commands(study, now, launcher, jobs, overrides)]
     if later:
         lines.append("# then each tuned grid's comparison, once its tuning multirun has ended, each point at its "
                      "chosen setting (here: the first candidates, until the tuning has run):")
-        lines += [" ".join(c[1:]) for c in sweep_commands(study, later, launcher, jobs, overrides, lanes, len(now))]
+        lines += [" ".join(c[1:]) for c in sweep_commands(study, later, launcher, jobs, overrides, len(now))]
     return lines
 
 

@@ -155,20 +155,6 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     return tags
 
 
-#: what a run trains, as far as its duration goes: the groups of :func:`run_kind`
-KIND_GROUPS = ("task", "data", "model")
-
-
-def run_kind(tags: dict) -> tuple:
-    """What a run trains, from its tags (:func:`run_tags`): (task, data, model)."""
-    return tuple(tags.get(group) for group in KIND_GROUPS)
-
-
-def config_kind(cfg: DictConfig) -> tuple:
-    """:func:`run_kind` of the run a configuration makes (its tags name each group so)."""
-    return tuple(str(cfg[group].name) if group in cfg else None for group in KIND_GROUPS)
-
-
 def experiment_name(cfg: DictConfig) -> str:
     """``logger.experiment`` for a single run; ``<logger.experiment>/<study>`` for a study's runs."""
     study = cfg.get("study")
@@ -323,22 +309,6 @@ class Tracker:
             if "config_hash" in r.data.tags:
                 out.setdefault(r.data.tags["config_hash"], set()).add(r.data.tags.get("code_version"))
         return out
-
-    def finished_durations(self) -> tuple[dict[str, list[float]], dict[tuple, list[float]]]:
-        """Wall seconds of the FINISHED runs in this experiment, by config hash and by kind (the
-        ``task``, ``data`` and ``model`` tags): what a sweep driver expects a configuration to
-        take, from its own earlier run or from runs of the same kind (a study's tuning runs,
-        before its comparison)."""
-        by_hash: dict[str, list[float]] = {}
-        by_kind: dict[tuple, list[float]] = {}
-        for r in self.finished_runs():
-            if r.info.end_time is None or r.info.start_time is None:
-                continue
-            seconds, tags = (r.info.end_time - r.info.start_time) / 1000, r.data.tags
-            if "config_hash" in tags:
-                by_hash.setdefault(tags["config_hash"], []).append(seconds)
-            by_kind.setdefault(run_kind(tags), []).append(seconds)
-        return by_hash, by_kind
 
     def lightning_logger(self):
         from lightning.pytorch.loggers import MLFlowLogger

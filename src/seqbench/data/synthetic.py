@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from datasets import Dataset
 
+from seqbench.data.benchmark import LengthBenchmark
 from seqbench.data.sources import SPLITS, GeneratedCorpus, labelled_dataset
 from seqbench.errors import ConfigError
 
@@ -39,6 +40,10 @@ ADJS = ["happy", "tired", "clever", "quiet", "brave"]
 @dataclass
 class AgreementCorpus(GeneratedCorpus):
     """Callable Hydra target: ``AgreementCorpus(...)()`` returns the DatasetDict of sentences."""
+
+    #: agreement accuracy by the number of phrases d between subject and verb (chance: one of two forms)
+    long_range = LengthBenchmark("subject-verb agreement", None, "phrases between subject and verb",
+                                 "test/agreement_acc_d", False, chance=lambda cfg: 0.5)
 
     seed: int = 0
     num_train: int = 6000
@@ -80,6 +85,10 @@ class CountingOnes(GeneratedCorpus):
     number of ones uniformly from 0..len (so every class is frequent), their positions at random.
     Classes: 0..length. A recurrent classifier must count across the whole sequence.
     """
+
+    #: classes 0..length, uniform: chance is one in length + 1
+    long_range = LengthBenchmark("counting ones", "data.length", "string length", "test/accuracy", False,
+                                 chance=lambda cfg: 1.0 / (cfg.data.length + 1))
 
     name: str = "counting_ones"
     task: str = "classify"

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from datasets import Dataset
 
+from seqbench.data.benchmark import LengthBenchmark
 from seqbench.data.sources import GeneratedCorpus
 from seqbench.errors import ConfigError
 
@@ -42,6 +43,8 @@ def split_rng(kind: str, seed: int, split: str) -> np.random.Generator:
 
 @dataclass
 class AddingProblem(GeneratedCorpus):
+    long_range = LengthBenchmark("adding problem", "data.length", "sequence length T", "test/mse", True,
+                                 baseline_metric="test/baseline_mse")
     name: str = "adding"
     task: str = "adding"    # seed, num_train/val/test: GeneratedCorpus (10,000 / 1,000 / 1,000)
     length: int = 100
@@ -68,6 +71,8 @@ class AddingProblem(GeneratedCorpus):
 
 @dataclass
 class CopyMemory(GeneratedCorpus):
+    long_range = LengthBenchmark("copy memory", "data.delay", "delay (blanks between the symbols and the recall)",
+                                 "test/recall_accuracy", False, baseline_metric="test/baseline_recall_accuracy")
     name: str = "copy"
     task: str = "copy"    # seed, num_train/val/test: GeneratedCorpus (10,000 / 1,000 / 1,000)
     num_symbols: int = 8
@@ -105,6 +110,10 @@ class SelectiveCopy(GeneratedCorpus):
         inputs   _ c _ _ a _ _ _ c _ b _ : _ _ _ _        (length 12, copy_length 4, K >= 3)
         targets  _ _ _ _ _ _ _ _ _ _ _ _ _ c a c b
     """
+
+    long_range = LengthBenchmark("selective copying", "data.length",
+                                 "length of the stretch the symbols are scattered over", "test/recall_accuracy",
+                                 False, baseline_metric="test/baseline_recall_accuracy")
 
     name: str = "selective_copy"
     task: str = "copy"    # served by CopyTask: same inputs {blank, 1..K, delimiter}, same targets

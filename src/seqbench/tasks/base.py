@@ -63,6 +63,9 @@ class Task(pl.LightningModule):
     #: has no early stopping and no ``converged`` metric, and a report names its row by the task,
     #: since the ``model`` group is ignored
     trained_by_gradient: bool = True
+    #: whether the task reads text through the ``tokenizer`` group (the synthetic long-range tasks
+    #: read symbols or numbers)
+    reads_text: bool = True
     #: task keys that count things (batch sizes, lengths): each must be >= 1 when set
     positive_keys: tuple[str, ...] = ("batch_size", "eval_batch_size", "bptt", "max_length")
 
@@ -93,6 +96,18 @@ class Task(pl.LightningModule):
         if cfg.get("selection", "loss") not in cls.selection_metrics:
             raise choice_error(f"selection (a validation metric of task={cfg.task.name})", cfg.selection,
                                tuple(cls.selection_metrics))
+
+    @classmethod
+    def protocol(cls, cfg: DictConfig, tuned: tuple[str, ...] = ()) -> list[str]:
+        """This task's part of a table's protocol line (:func:`seqbench.protocol.protocol`): how its
+        rows are trained (budget, early stopping, batch, model size, optimizer) and, for a task that
+        reads text, the tokenizer; a task that generates adds its samples."""
+        from seqbench.protocol import samples, training
+
+        parts = training(cfg, tuned)
+        if cls.reads_text:
+            parts.append(f"tokenizer {cfg.tokenizer.name}")
+        return parts + (samples(cfg) if cls.generates and "generate" in cfg.task else [])
 
     def artifacts(self) -> list:
         """Files the task wrote during training to keep with the run (plots); none by default."""

@@ -56,6 +56,7 @@ class LongRangeTask(GradientProbe, RecurrentTask):
     metric_names: tuple[str, ...] = ()
     #: which logged values show in the progress bar
     progress_keys: tuple[str, ...] = ("loss",)
+    reads_text = False  # symbols and numbers drawn by the dataset: the tokenizer group is ignored
     unidirectional_because = ("the long-range tasks read the state left to right (and the gradient probe "
                               "steps through time)")
     #: ``embedding=`` options that apply to the task's inputs, and why others do not

@@ -190,6 +190,17 @@ class NgramLM(HeldOutEvaluation, Task):
     primary_metric = ("test/bits_per_char", "min")
     trained_by_gradient = False  # one counting pass: nothing converges, the model group is ignored
 
+    @classmethod
+    def protocol(cls, cfg: DictConfig, tuned: tuple[str, ...] = ()) -> list[str]:
+        """Counts: no budget, model, embedding or optimizer."""
+        from seqbench.protocol import samples
+
+        t = cfg.task
+        smoothing = f" (k {t.k})" if t.smoothing == "add_k" else f" (discount {t.discount or 'n1/(n1+2n2)'})"
+        return [f"{t.order}-gram counts of the whole training split (one pass), {t.smoothing} smoothing{smoothing}, "
+                f"tokenizer {cfg.tokenizer.name}; evaluated on task=lm's windows ({t.eval_batch_size} columns, "
+                "context carried)", *(samples(cfg) if "generate" in t else [])]
+
     def __init__(self, vocab_size: int, order: int = 3, smoothing: str = "kneser_ney",
                  discount: float | None = None, k: float = 1.0, unk_id: int | None = None, **ignored):
         super().__init__()

@@ -2,7 +2,8 @@
 long-range tasks): where each cell stops beating the trivial baseline as the dependency grows,
 and how its gradients decay with the lag.
 
-For every benchmark in :data:`BENCHMARKS` present in the study:
+For every dataset of the study whose class declares a ``long_range`` benchmark
+(:class:`seqbench.data.benchmark.LengthBenchmark`):
 
 * a table and a plot of the metric against the dependency length ``x`` (adding: ``data.length``,
   copy: ``data.delay``, counting ones: ``data.length``, agreement: the number of phrases between
@@ -19,14 +20,13 @@ For every benchmark in :data:`BENCHMARKS` present in the study:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from seqbench.data.benchmark import LengthBenchmark
 from seqbench.report.labels import distinct_labels
 from seqbench.report.plots import pyplot
 from seqbench.report.render import image, md_table
@@ -35,34 +35,19 @@ from seqbench.report.render import image, md_table
 BEAT_MARGIN = 0.10
 
 
-@dataclass
-class Benchmark:
-    name: str
-    task: str
-    data: Optional[str]                 # None: any data of the task
-    x: Optional[str]                    # config key of the length axis; None: distances in the metrics
-    metric: str
-    lower_is_better: bool
-    baseline: Callable                  # (cfg, run metrics) -> baseline value of the metric
-    x_label: str
+def benchmarks(expected) -> list[tuple[str, LengthBenchmark]]:
+    """(data name, its benchmark) for each dataset of the study whose class declares ``long_range``
+    (:class:`seqbench.data.benchmark.LengthBenchmark`), in the study's order."""
+    from hydra.utils import get_class
+
+    found: dict[str, LengthBenchmark] = {}
+    for e in expected:
+        bench = getattr(get_class(e.cfg.data._target_), "long_range", None)
+        if bench is not None:
+            found.setdefault(e.cfg.data.name, bench)
+    return list(found.items())
 
 
-def _metric(name: str) -> Callable:
-    return lambda cfg, m: m.get(name, np.nan)
-
-
-BENCHMARKS = [
-    Benchmark("adding problem", "adding", "adding", "data.length", "test/mse", True,
-              _metric("test/baseline_mse"), "sequence length T"),
-    Benchmark("copy memory", "copy", "copy", "data.delay", "test/recall_accuracy", False,
-              _metric("test/baseline_recall_accuracy"), "delay (blanks between the symbols and the recall)"),
-    Benchmark("selective copying", "copy", "selective_copy", "data.length", "test/recall_accuracy", False,
-              _metric("test/baseline_recall_accuracy"), "length of the stretch the symbols are scattered over"),
-    Benchmark("counting ones", "classify", "counting_ones", "data.length", "test/accuracy", False,
-              lambda cfg, m: 1.0 / (cfg.data.length + 1), "string length"),   # classes 0..length, uniform
-    Benchmark("subject-verb agreement", "lm", "synthetic", None, "test/agreement_acc_d", False,
-              lambda cfg, m: 0.5, "phrases between subject and verb"),
-]
 def applies(expected) -> bool:
     """Long-range section only for studies that have runs of a long-range task (adding, copy, ...)."""
     from hydra.utils import get_class
@@ -129,10 +114,10 @@ def _mean_curves(curves: list[np.ndarray]) -> np.ndarray:
     return np.nanmean([c[:n] for c in curves], axis=0)
 
 
-def collect(bench: Benchmark, expected, runs: pd.DataFrame) -> dict:
-    """{variant: {x: [metric per run]}}, baselines {x: [..]}, runs {(variant, x): [run ids]}."""
-    items = [e for e in expected if e.cfg.task.name == bench.task
-             and (bench.data is None or e.cfg.data.name == bench.data)]
+def collect(bench: LengthBenchmark, data_name: str, expected, runs: pd.DataFrame) -> dict:
+    """{variant: {x: [metric per run]}}, baselines {x: [..]}, runs {(variant, x): [run ids]}, from the
+    runs of the dataset by the task it is for (an n-gram LM on an LM corpus has no such metric)."""
+    items = [e for e in expected if e.cfg.data.name == data_name and e.cfg.task.name == e.cfg.data.get("task", "lm")]
     if not items:
         return {}
     labels = variant_labels(items, exclude=(bench.x,) if bench.x else ())
@@ -163,7 +148,7 @@ def fmt(x: float) -> str:
     return f"{x:.4g}" if abs(x) < 1e4 else f"{x:.2e}"
 
 
-def performance_table(bench: Benchmark, data: dict) -> tuple[list[str], list[list[str]]]:
+def performance_table(bench: LengthBenchmark, data: dict) -> tuple[list[str], list[list[str]]]:
     xs = sorted(data["baselines"])
     base = {x: float(np.nanmean(v)) for x, v in data["baselines"].items()}
     header = ["variant", *[f"{bench.x_label.split(' (')[0]} = {x}" for x in xs], "stops beating the baseline at"]
@@ -181,7 +166,7 @@ def performance_table(bench: Benchmark, data: dict) -> tuple[list[str], list[lis
     return header, rows
 
 
-def plot_performance(bench: Benchmark, data: dict, path: Path) -> bool:
+def plot_performance(bench: LengthBenchmark, data: dict, path: Path) -> bool:
     xs = sorted(data["baselines"])
     if not xs:
         return False
@@ -203,7 +188,7 @@ def plot_performance(bench: Benchmark, data: dict, path: Path) -> bool:
     return True
 
 
-def plot_gradients(bench: Benchmark, data: dict, tracker, x, path: Path) -> bool:
+def plot_gradients(bench: LengthBenchmark, data: dict, tracker, x, path: Path) -> bool:
     """Two panels (untrained, trained): mean grad/h_norm over seeds by lag, one line per variant;
     the LSTM family's grad/c_norm dashed."""
     plt = pyplot()
@@ -235,7 +220,7 @@ def plot_gradients(bench: Benchmark, data: dict, tracker, x, path: Path) -> bool
     return True
 
 
-def clipping_rows(bench: Benchmark, data: dict, tracker, x) -> tuple[list[list[str]], dict]:
+def clipping_rows(bench: LengthBenchmark, data: dict, tracker, x) -> tuple[list[list[str]], dict]:
     """Variants at ``x`` that differ in clipping: clip value, pre-clip norm (max, median), final
     metric; and their grad/norm histories for the plot."""
     clip = {}
@@ -264,7 +249,7 @@ def clipping_rows(bench: Benchmark, data: dict, tracker, x) -> tuple[list[list[s
     return rows, curves
 
 
-def plot_clipping(bench: Benchmark, curves: dict, x, path: Path) -> bool:
+def plot_clipping(bench: LengthBenchmark, curves: dict, x, path: Path) -> bool:
     """Global gradient norm per training step: solid before clipping, dotted after (clipped runs)."""
     if not curves:
         return False
@@ -301,18 +286,18 @@ def section(expected, runs: pd.DataFrame, tracker, out_dir: Path) -> dict:
         images.append(path)
         md.extend(image(path, alt))
 
-    for k, bench in enumerate(BENCHMARKS):
-        data = collect(bench, expected, runs)
+    for k, (data_name, bench) in enumerate(benchmarks(expected)):
+        data = collect(bench, data_name, expected, runs)
         if not data:
             continue
         md += [f"### {bench.name}: {bench.metric}{'{d}' if bench.x is None else ''} vs {bench.x_label}", ""]
         header, rows = performance_table(bench, data)
         md += [md_table(header, rows), ""]
-        png = out_dir / f"longrange_{k}_{bench.task}_metric.png"
+        png = out_dir / f"longrange_{k}_{data_name}_metric.png"
         if plot_performance(bench, data, png):
             add_image(png, f"{bench.name}: {bench.metric} vs {bench.x_label}")
         for x in (sorted(data["baselines"]) if bench.x else [None]):
-            png = out_dir / f"longrange_{k}_{bench.task}_grad_{x if x is not None else 'all'}.png"
+            png = out_dir / f"longrange_{k}_{data_name}_grad_{x if x is not None else 'all'}.png"
             if plot_gradients(bench, data, tracker, x, png):
                 add_image(png, f"{bench.name}: gradient norm vs lag" + (f" at {x}" if x is not None else ""))
             rows, curves = clipping_rows(bench, data, tracker, x)
@@ -320,7 +305,7 @@ def section(expected, runs: pd.DataFrame, tracker, out_dir: Path) -> dict:
                 header = ["variant", "clipping", "max norm before clipping", "median before", "max after",
                           bench.metric]
                 md += [f"Clipping at {bench.x_label.split(' (')[0]} = {x}:", "", md_table(header, rows), ""]
-                png = out_dir / f"longrange_{k}_{bench.task}_clip_{x}.png"
+                png = out_dir / f"longrange_{k}_{data_name}_clip_{x}.png"
                 if plot_clipping(bench, curves, x, png):
                     add_image(png, f"{bench.name}: gradient norm per step, clipping on/off")
     return {"md": md, "images": images}
