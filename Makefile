@@ -27,11 +27,15 @@ install: $(VENV)/.installed  ## create .venv and install seqbench with its test 
 run: install  ## the default job: char-LM on the synthetic corpus, tracked in MLflow (~2 min)
 	$(BIN)/python -m seqbench $(ARGS)
 
-test: install  ## the whole test suite (offline, ~21 min on 2 cores)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# one pytest-xdist worker per core; a test file's tests stay on one worker (a file shares its fixtures:
+# the SLURM cluster, the MLflow server)
+XDIST := -n auto --dist loadfile
+
+test: install  ## the whole test suite, one worker per core (offline)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: install  ## the suite without the end-to-end runs marked slow: the edit loop
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 ui: install  ## MLflow UI over the project's store (or $$MLFLOW_TRACKING_URI) on 127.0.0.1:$(PORT)
 	@echo "experiments (seqbench = single runs, seqbench/<study> = a study): http://127.0.0.1:$(PORT)/#/experiments"

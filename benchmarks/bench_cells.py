@@ -13,8 +13,9 @@ Protocol
   Reported: median and best wall time, tokens/s = B*T / median, and the ratio to the fused
   ``nn.LSTM`` measured in the same run (bidirectional models: to the fused bidirectional LSTM),
   from the medians and from the best times. ``eager loop`` is the same scratch cell run
-  as a Python loop of ``cell_step`` under autograd, for comparison: for the LSTM, and for the
-  cells with a parallel-scan ``mode`` (minGRU, minLSTM: there it is their sequential mode).
+  as a Python loop of ``cell_step`` under autograd, for comparison: for the LSTM, for each cell
+  with a hand-written backward (its ``recurrence``), and for the cells with a parallel-scan
+  ``mode`` (minGRU, minLSTM: there it is their sequential mode).
 * The cells are every registered one (``seqbench.cells.available_cells``), with each
   implementation it has; bidirectional rows for the cells torch fuses. A cell that refuses a
   size's layout (e.g. more than one layer) is left out of that size.
@@ -83,8 +84,8 @@ def all_configs() -> list[tuple]:
             continue
         cls = cell_class(cell)
         out += [(cell, cell, False, impl) for impl in (["fused"] if cls.fused_module else []) + ["scratch"]]
-        if "mode" in cls.choices:                            # a scan cell: its step-by-step mode too
-            out.append((cell, cell, False, "eager loop"))
+        if "mode" in cls.choices or "recurrence" in vars(cls):  # a scan cell, or a hand-written backward:
+            out.append((cell, cell, False, "eager loop"))      # its step-by-step loop under autograd too
     for cell in sorted(fused_cells(), key=lambda c: c != "lstm"):
         out += [(f"bi{cell}", cell, True, impl) for impl in ("fused", "scratch")]
     return out
